@@ -1,0 +1,189 @@
+"""The `narwhal-testbed` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import trio
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from worker.config import ConfigError, Parameters, load_parameters, save_model
+from worker.keys import KeyPair
+
+app = typer.Typer(
+    help="Byzantine-fault testbed for the Narwhal worker layer.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _parameters(path: Path | None, **overrides: Any) -> Parameters:
+    try:
+        base = load_parameters(path)
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return Parameters.model_validate({**base.model_dump(), **values})
+    except ConfigError as exc:
+        _fail(str(exc))
+    except ValueError as exc:
+        _fail(f"invalid parameters: {exc}")
+    raise AssertionError("unreachable")
+
+
+@app.command()
+def keys(
+    path: Annotated[Path, typer.Argument(help="Where to write the key file (JSON).")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a fresh ed25519 authority key file."""
+    if path.exists() and not force:
+        _fail(f"{path} exists (use --force to overwrite)")
+    pair = KeyPair.generate()
+    pair.save(path)
+    typer.echo(pair.name)
+
+
+@app.command()
+def committee(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for committee.json and keys.")],
+    nodes: Annotated[int, typer.Option(min=1, help="Authorities (N = 3f+1).")] = 4,
+    workers: Annotated[int, typer.Option(min=1, help="Workers per authority.")] = 1,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Write a local committee of N authorities x W workers on free ports, with their keys."""
+    from cluster.local_committee import make_local_committee
+
+    comm, pairs = make_local_committee(nodes, workers, host=host)
+    for i, pair in enumerate(pairs):
+        pair.save(out_dir / f"node-{i}.json")
+    save_model(comm, out_dir / "committee.json")
+    typer.echo(
+        f"wrote {out_dir / 'committee.json'} (quorum {comm.quorum_threshold()}, "
+        f"validity {comm.validity_threshold()}) and {nodes} key files"
+    )
+
+
+def _progress_task(label: str):
+    async def show(duration: float) -> None:
+        with Progress(
+            TextColumn(label),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            task = progress.add_task(label, total=duration)
+            start = trio.current_time()
+            while (elapsed := trio.current_time() - start) < duration:
+                progress.update(task, completed=elapsed)
+                await trio.sleep(0.5)
+
+    return show
+
+
+@app.command()
+def local(
+    nodes: Annotated[int, typer.Option(min=1, help="Authorities.")] = 4,
+    workers: Annotated[int, typer.Option(min=1, help="Workers per authority.")] = 1,
+    rate: Annotated[int, typer.Option(min=1, help="Total input rate (tx/s).")] = 20_000,
+    tx_size: Annotated[int, typer.Option(min=9, help="Transaction size (bytes).")] = 512,
+    duration: Annotated[float, typer.Option(min=1, help="Load duration (s).")] = 20,
+    faults: Annotated[int, typer.Option(min=0, help="Authorities that never boot.")] = 0,
+    transport: Annotated[str | None, typer.Option(help="tcp or libp2p.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Bytes that seal a batch.")] = None,
+    max_batch_delay: Annotated[int | None, typer.Option(help="ms before sealing.")] = None,
+    parameters: Annotated[Path | None, typer.Option(help="Parameters file.")] = None,
+    store_dir: Annotated[Path | None, typer.Option(help="Keep the stores here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a committee as local processes (no Ray) and print the benchmark summary."""
+    from cluster.local_run import LocalRunConfig, run_local
+    from cluster.summary import format_summary, write_json
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    if faults >= nodes:
+        _fail("--faults must be smaller than --nodes")
+    params = _parameters(
+        parameters, transport=transport, batch_size=batch_size, max_batch_delay=max_batch_delay
+    )
+    cfg = LocalRunConfig(nodes, workers, rate, tx_size, duration, faults, params, store_dir)
+    err.print(
+        f"starting {nodes - faults} of {nodes} authorities x {workers} worker(s) "
+        f"over {params.transport}, {rate:,} tx/s of {tx_size} B for {duration:g} s"
+    )
+    summary = run_local(cfg, progress=_progress_task("load"))
+    typer.echo(format_summary(summary))
+    agreement = summary["digest_agreement"]
+    typer.echo(
+        f"Digest agreement: {'OK' if agreement['ok'] else 'FAILED'} "
+        f"({agreement['batches_checked']} batches checked)"
+    )
+    for problem in agreement["problems"]:
+        typer.echo(f"  {problem}")
+    if json_out:
+        write_json(summary, json_out)
+        err.print(f"summary written to {json_out}")
+    if not agreement["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def node(
+    committee_file: Annotated[Path, typer.Option("--committee", help="Committee file.")],
+    key_file: Annotated[Path, typer.Option("--keys", help="This authority's key file.")],
+    store: Annotated[Path, typer.Option(help="Directory for the LevelDB stores.")],
+    parameters: Annotated[Path | None, typer.Option(help="Parameters file.")] = None,
+    worker_id: Annotated[list[int] | None, typer.Option("--id", help="Worker id(s).")] = None,
+    collector: Annotated[bool, typer.Option(help="Also run the digest collector.")] = True,
+) -> None:
+    """Run one authority's workers (and its digest collector) until interrupted."""
+    from worker.config import load_committee
+    from worker.digest_collector import DigestCollector
+    from worker.keys import KeyFileError
+    from worker.node import WorkerNode
+
+    logging.basicConfig(level=logging.INFO)
+    try:
+        comm = load_committee(committee_file)
+        pair = KeyPair.load(key_file)
+    except (ConfigError, KeyFileError) as exc:
+        _fail(str(exc))
+    params = _parameters(parameters)
+    if pair.name not in comm.authorities:
+        _fail(f"key {pair.name} is not in the committee {committee_file}")
+    ids = worker_id or sorted(comm.authorities[pair.name].workers)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            if collector:
+                host, port = comm.authorities[pair.name].primary.hostport
+                await nursery.start(DigestCollector(host, port).serve)
+            for wid in ids:
+                info = await nursery.start(
+                    WorkerNode(comm, pair.name, wid, params, store / f"worker-{wid}").run
+                )
+                typer.echo(json.dumps(info), file=sys.stdout)
+                sys.stdout.flush()
+            with trio.open_signal_receiver(2, 15) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(main)
+
+
+if __name__ == "__main__":
+    app()

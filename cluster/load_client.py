@@ -1,0 +1,111 @@
+"""Rate-controlled load client, as the original benchmark client.
+
+Sends in 20 bursts a second; the first transaction of each burst is a *sample*
+(`0x00 || u64 counter`, padded) whose send time is recorded for end-to-end latency;
+the others start with `0x01`. A burst that overruns its 50 ms slot is counted as a
+missed target and warned about.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+log = logging.getLogger(__name__)
+
+PRECISION = 20  # bursts per second
+BURST_DURATION = 1 / PRECISION
+_HEADER = struct.Struct(">IBQ")  # frame length, tx kind, counter
+
+
+@dataclass
+class ClientReport:
+    target: str
+    rate: int
+    tx_size: int
+    sent: int = 0
+    missed_bursts: int = 0
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    samples: dict[int, float] = field(default_factory=dict)  # counter -> wall send time
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "rate": self.rate,
+            "tx_size": self.tx_size,
+            "sent": self.sent,
+            "missed_bursts": self.missed_bursts,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "samples": {str(k): v for k, v in self.samples.items()},
+        }
+
+
+class BurstBuilder:
+    """One reusable buffer per burst; only the kind byte and counters change."""
+
+    def __init__(self, burst: int, tx_size: int) -> None:
+        if tx_size < 9:
+            raise ValueError("transaction size must be at least 9 bytes")
+        self.burst, self.tx_size = burst, tx_size
+        self._buf = bytearray((4 + tx_size) * burst)
+        self._counter = 0
+
+    def build(self, sample_id: int) -> bytes:
+        step, buf = 4 + self.tx_size, self._buf
+        _HEADER.pack_into(buf, 0, self.tx_size, 0, sample_id)
+        for i in range(1, self.burst):
+            self._counter += 1
+            _HEADER.pack_into(buf, i * step, self.tx_size, 1, self._counter)
+        return bytes(buf)
+
+
+async def _connect(host: str, port: int, timeout: float) -> trio.SocketStream:
+    with trio.fail_after(timeout):
+        delay = 0.02
+        while True:
+            try:
+                return await trio.open_tcp_stream(host, port)
+            except OSError:
+                await trio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+
+async def run_load_client(
+    address: str, rate: int, tx_size: int, duration: float, connect_timeout: float = 30.0
+) -> ClientReport:
+    """Send `rate` tx/s of `tx_size` bytes to a worker's transactions address for `duration` s."""
+    host, _, port = address.rpartition(":")
+    burst = max(1, rate // PRECISION)
+    report = ClientReport(address, rate, tx_size)
+    builder = BurstBuilder(burst, tx_size)
+    stream = await _connect(host, int(port), connect_timeout)
+    async with stream:
+        report.started_at = time.time()
+        start = trio.current_time()
+        slot = start
+        sample = 0
+        while slot - start < duration:
+            payload = builder.build(sample)
+            report.samples[sample] = time.time()
+            await stream.send_all(payload)
+            report.sent += burst
+            sample += 1
+            slot += BURST_DURATION
+            now = trio.current_time()
+            if now > slot:
+                report.missed_bursts += 1
+                if report.missed_bursts in (1, 10, 100) or report.missed_bursts % 1000 == 0:
+                    log.warning(
+                        "client %s missed its target rate (%d bursts late so far)",
+                        address,
+                        report.missed_bursts,
+                    )
+            await trio.sleep_until(slot)
+        report.ended_at = time.time()
+    return report

@@ -1,0 +1,1 @@
+"""The Narwhal worker layer: batching, broadcast, quorum, storage and reporting."""

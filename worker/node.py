@@ -1,0 +1,310 @@
+"""A worker node: intake -> BatchMaker -> broadcast/QuorumWaiter -> Processor -> primary.
+
+This is the trio shell: it owns the tasks, the payloads and the store, and drives the
+sans-IO cores (BatchMaker, QuorumWaiter) with events and the trio clock. Every queue
+between stages is bounded, so a stalled quorum backs up to the clients' sockets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from worker import wire
+from worker.batch_maker import SealedBatch
+from worker.batch_maker_task import BatchMakerTask
+from worker.config import Committee, Parameters
+from worker.intake import TransactionIntake
+from worker.primary_link import PrimaryReporter
+from worker.processor import Processor
+from worker.quorum_waiter import (
+    Action,
+    QuorumFailed,
+    QuorumReached,
+    QuorumWaiter,
+    Released,
+    Send,
+)
+from worker.router import EventRouter
+from worker.store import BatchStore
+from worker.transport.base import (
+    RequestFailed,
+    RequestReceived,
+    ResponseReceived,
+    SendRequest,
+    Transport,
+)
+
+log = logging.getLogger(__name__)
+
+PROCESSOR_TASKS = 4
+MAX_RECORDS = 500_000
+
+
+@dataclass
+class _InFlight:
+    data: bytes
+    digest: bytes
+    sealed: SealedBatch
+    request_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumRecord:
+    """One own batch that reached quorum: what the harness and the checker need."""
+
+    digest: str
+    sealed_at: float
+    quorum_at: float
+    transactions: int
+    size: int
+    reason: str
+    acked_by: tuple[str, ...]
+    stake: int
+    samples: tuple[int, ...]
+
+
+def make_transport(
+    committee: Committee, name: str, worker_id: int, params: Parameters, **kwargs: Any
+) -> Transport:
+    if params.transport == "tcp":
+        from worker.transport.tcp import TcpTransport
+
+        return TcpTransport(committee, name, worker_id, params, **kwargs)
+    raise NotImplementedError(f"transport {params.transport!r} is not available yet")
+
+
+class WorkerNode:
+    def __init__(
+        self,
+        committee: Committee,
+        name: str,
+        worker_id: int,
+        params: Parameters,
+        store_dir: str | Path,
+        transport: Transport | None = None,
+    ) -> None:
+        if name not in committee.authorities:
+            raise ValueError(f"authority {name} is not in the committee")
+        self.committee, self.name, self.worker_id, self.params = committee, name, worker_id, params
+        self.addresses = committee.worker(name, worker_id)
+        self.store_dir = Path(store_dir)
+        self.transport = transport or make_transport(committee, name, worker_id, params)
+        self.peers = [peer for peer, _ in committee.peer_workers(name, worker_id)]
+        self._request_ids = itertools.count(time.time_ns())
+        self.quorum = QuorumWaiter(
+            me=name,
+            stakes={n: a.stake for n, a in committee.authorities.items()},
+            peers=self.peers,
+            quorum_threshold=committee.quorum_threshold(),
+            max_pending=params.max_pending_batches,
+            retry_initial_delay=params.retry_initial_delay / 1000,
+            retry_max_delay=params.retry_max_delay / 1000,
+            request_timeout=params.request_timeout / 1000,
+            post_quorum_delivery=params.post_quorum_delivery / 1000,
+            quorum_timeout=params.quorum_timeout / 1000 or None,
+            next_request_id=lambda: next(self._request_ids),
+        )
+        self._sealed_tx, self._sealed_rx = trio.open_memory_channel[SealedBatch](2)
+        self._requests_tx, self._requests_rx = trio.open_memory_channel[RequestReceived](
+            params.channel_capacity
+        )
+        self._own_tx, self._own_rx = trio.open_memory_channel[tuple[_InFlight, QuorumRecord]](
+            math.inf
+        )
+        self.batch_maker = BatchMakerTask(
+            params.batch_size, params.max_batch_delay / 1000, self._sealed_tx, trio.current_time
+        )
+        self._inflight: dict[int, _InFlight] = {}
+        self._request_batch: dict[int, int] = {}
+        self._batch_ids = itertools.count()
+        self._changed = trio.Event()
+        self.records: list[QuorumRecord] = []
+        self.failures: dict[str, int] = {}
+        self.unmatched_responses = 0
+        self.sealed = {"size": 0, "timeout": 0}
+        self.store: BatchStore | None = None
+        self.processor: Processor | None = None
+        self._own_pending = 0
+        tx_host, tx_port = self.addresses.transactions_hostport
+        self.intake = TransactionIntake(
+            tx_host, tx_port, params.max_transaction_size, self.batch_maker.add_many
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def run(
+        self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.store = BatchStore(self.store_dir, sync=self.params.sync_writes)
+        try:
+            host, port = self.committee.authorities[self.name].primary.hostport
+            reporter = PrimaryReporter(host, port, self.params.channel_capacity)
+            self.processor = Processor(
+                self.store,
+                reporter,
+                self.worker_id,
+                self.params.max_message_size,
+                self.params.max_transaction_size,
+            )
+            router = EventRouter(self._on_response, self._on_failure, self._requests_tx.send)
+            async with trio.open_nursery() as nursery:
+                address = await nursery.start(self.transport.serve)
+                nursery.start_soon(reporter.run)
+                nursery.start_soon(router.run, self.transport.events)
+                for _ in range(PROCESSOR_TASKS):
+                    nursery.start_soon(self._process_requests)
+                nursery.start_soon(self._process_own)
+                nursery.start_soon(self._broadcast)
+                nursery.start_soon(self._tick)
+                nursery.start_soon(self.batch_maker.run_timer)
+                await nursery.start(self.intake.serve)
+                task_status.started({"worker_to_worker": address, **self.info()})
+        finally:
+            self.store.close()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "authority": self.name,
+            "worker_id": self.worker_id,
+            "transactions": self.addresses.transactions,
+        }
+
+    # -- broadcast and quorum -----------------------------------------------------------
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _broadcast(self) -> None:
+        async for sealed in self._sealed_rx:
+            while not (
+                self.quorum.can_submit() and self._own_pending < self.params.max_pending_batches
+            ):
+                await self._changed.wait()
+            self.sealed[sealed.reason] += 1
+            data = wire.encode_batch(sealed.transactions)
+            batch_id = next(self._batch_ids)
+            self._inflight[batch_id] = _InFlight(data, wire.digest(data), sealed)
+            self._apply(self.quorum.submit(batch_id, trio.current_time()))
+
+    async def _tick(self) -> None:
+        while True:
+            deadline = self.quorum.next_deadline()
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._changed.wait()
+                continue
+            self._apply(self.quorum.on_tick(trio.current_time()))
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Send(request_id, peer, batch_id):
+                    inflight = self._inflight[batch_id]
+                    inflight.request_ids.append(request_id)
+                    self._request_batch[request_id] = batch_id
+                    self.transport.send(SendRequest(request_id, peer, inflight.data))
+                case QuorumReached(batch_id, acked_by, stake):
+                    inflight = self._inflight[batch_id]
+                    sealed = inflight.sealed
+                    record = QuorumRecord(
+                        digest=inflight.digest.hex(),
+                        sealed_at=time.time() - (trio.current_time() - sealed.sealed_at),
+                        quorum_at=time.time(),
+                        transactions=len(sealed.transactions),
+                        size=sealed.size,
+                        reason=sealed.reason,
+                        acked_by=acked_by,
+                        stake=stake,
+                        samples=tuple(sealed.samples),
+                    )
+                    self._own_pending += 1
+                    self._own_tx.send_nowait((inflight, record))
+                case QuorumFailed(batch_id, reason):
+                    self.failures[reason] = self.failures.get(reason, 0) + 1
+                case Released(batch_id, _delivered):
+                    inflight = self._inflight.pop(batch_id)
+                    for rid in inflight.request_ids:
+                        self._request_batch.pop(rid, None)
+        if actions:
+            self._notify()
+
+    def _on_response(self, event: ResponseReceived) -> None:
+        batch_id = self._request_batch.get(event.request_id)
+        if batch_id is None:
+            self.unmatched_responses += 1
+            return
+        try:
+            msg = wire.decode(event.data, 4096)
+        except wire.WireError:
+            msg = None
+        accepted = isinstance(msg, wire.Ack) and msg.digest == self._inflight[batch_id].digest
+        self._apply(
+            self.quorum.on_response(event.request_id, event.peer, accepted, trio.current_time())
+        )
+
+    def _on_failure(self, event: RequestFailed) -> None:
+        self._apply(self.quorum.on_failure(event.request_id, event.peer, trio.current_time()))
+
+    # -- processing -----------------------------------------------------------------------
+    async def _process_requests(self) -> None:
+        assert self.processor is not None
+        async for event in self._requests_rx:
+            await self.processor.handle_request(event)
+
+    async def _process_own(self) -> None:
+        assert self.processor is not None
+        async for inflight, record in self._own_rx:
+            await self.processor.handle_own(inflight.digest, inflight.data)
+            if len(self.records) < MAX_RECORDS:
+                self.records.append(record)
+            self._own_pending -= 1
+            self._notify()
+
+    # -- observation ------------------------------------------------------------------------
+    def idle(self) -> bool:
+        """Nothing sealed or awaiting quorum or storage (post-quorum delivery may go on)."""
+        return (
+            self.batch_maker.core.pending_size == 0
+            and self._sealed_rx.statistics().current_buffer_used == 0
+            and self.quorum.awaiting_quorum == 0
+            and self._own_pending == 0
+        )
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Return once `predicate()` holds; re-checked after every pipeline step."""
+        while not predicate():
+            await self._changed.wait()
+
+    async def wait_idle(self) -> None:
+        # Every step towards idle ends in `_notify`: the timer's seal is only taken
+        # by `_broadcast`, whose submit notifies.
+        await self.wait_for(self.idle)
+
+    def stats(self) -> dict[str, Any]:
+        proc = self.processor
+        return {
+            **self.info(),
+            "transactions_received": self.batch_maker.transactions,
+            "batches_sealed": dict(self.sealed),
+            "batches_quorum": len(self.records),
+            "quorum_failures": dict(self.failures),
+            "awaiting_quorum": self.quorum.awaiting_quorum,
+            "tracked": self.quorum.tracked,
+            "persisted": dict(proc.persisted) if proc else {},
+            "rejections": {
+                "transport": dict(self.transport.rejections),
+                "processor": dict(proc.rejections) if proc else {},
+                "intake": dict(self.intake.rejections),
+            },
+            "unmatched_responses": self.unmatched_responses,
+        }
+
+    def records_json(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.records]

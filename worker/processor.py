@@ -1,0 +1,63 @@
+"""Processor: hash, persist, report to the primary — then answer.
+
+A peer's batch is decoded strictly, stored under its digest and reported as
+`OthersBatch` before the ack goes out, so an ack means "persisted". Our own batches
+arrive here once they reached quorum and are reported as `OurBatch`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import trio
+
+from worker import wire
+from worker.primary_link import PrimaryReporter, Report, ReportKind
+from worker.store import BatchStore
+from worker.transport.base import RequestReceived
+
+log = logging.getLogger(__name__)
+
+
+class Processor:
+    def __init__(
+        self,
+        store: BatchStore,
+        reporter: PrimaryReporter,
+        worker_id: int,
+        max_message_size: int,
+        max_transaction_size: int,
+    ) -> None:
+        self.store = store
+        self.reporter = reporter
+        self.worker_id = worker_id
+        self._max_message = max_message_size
+        self._max_tx = max_transaction_size
+        self.rejections: Counter[str] = Counter()
+        self.persisted: Counter[str] = Counter()  # by origin: "own" / "peer"
+
+    async def _persist(self, digest: bytes, data: bytes) -> None:
+        await trio.to_thread.run_sync(self.store.put, digest, data)
+
+    async def handle_request(self, event: RequestReceived) -> None:
+        try:
+            msg = wire.decode(event.data, self._max_message, self._max_tx)
+        except wire.WireError as exc:
+            self.rejections[exc.reason] += 1
+            await event.respond(wire.encode(wire.Reject(exc.reason)))
+            return
+        if not isinstance(msg, wire.Batch):
+            self.rejections["unexpected_message"] += 1
+            await event.respond(wire.encode(wire.Reject("unexpected_message")))
+            return
+        digest = wire.digest(event.data)
+        await self._persist(digest, event.data)
+        self.persisted["peer"] += 1
+        await self.reporter.report(Report(ReportKind.OTHERS_BATCH, digest, self.worker_id))
+        await event.respond(wire.encode(wire.Ack(digest)))
+
+    async def handle_own(self, digest: bytes, data: bytes) -> None:
+        await self._persist(digest, data)
+        self.persisted["own"] += 1
+        await self.reporter.report(Report(ReportKind.OUR_BATCH, digest, self.worker_id))

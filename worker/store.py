@@ -1,0 +1,42 @@
+"""The worker's batch store: LevelDB (plyvel), digest -> serialized batch message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import plyvel
+
+
+class BatchStore:
+    """One LevelDB per worker. Writes are synced by default so an ack means "on disk"."""
+
+    def __init__(self, path: str | Path, sync: bool = True) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.sync = sync
+        self._db = plyvel.DB(str(self.path), create_if_missing=True)
+
+    def put(self, digest: bytes, serialized: bytes) -> None:
+        self._db.put(digest, serialized, sync=self.sync)
+
+    def get(self, digest: bytes) -> bytes | None:
+        return self._db.get(digest)
+
+    def __contains__(self, digest: bytes) -> bool:
+        return self._db.get(digest) is not None
+
+    def digests(self) -> Iterator[bytes]:
+        with self._db.iterator(include_value=False) as it:
+            yield from it
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.digests())
+
+    @property
+    def closed(self) -> bool:
+        return self._db.closed
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()

@@ -1,0 +1,1 @@
+"""Pluggable worker-to-worker transports (plain TCP baseline; libp2p)."""

@@ -1,0 +1,196 @@
+"""Worker-to-worker messages: msgpack arrays `[version, tag, *fields]`, strictly decoded.
+
+One tagged type per kind. Decoding checks the size limit before parsing and every
+field's type after, so a malformed or hostile frame is refused with a short reason
+code (used as a metrics label) instead of raising something unexpected.
+The layout is specified in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+DIGEST_BYTES = 32
+MAX_REASON_CHARS = 256
+
+
+class Tag(IntEnum):
+    BATCH = 0
+    ACK = 1
+    REJECT = 2
+    BATCH_REQUEST = 3
+    HANDSHAKE = 4
+    HELLO = 5
+
+
+class WireError(ValueError):
+    """A message that was refused; `reason` is a short, low-cardinality code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    transactions: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    digests: list[bytes]
+    origin: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    authority: bytes
+    worker_id: int
+    epoch: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Unauthenticated peer introduction used by the plain TCP baseline."""
+
+    authority: bytes
+    worker_id: int
+
+
+Message = Batch | Ack | Reject | BatchRequest | Handshake | Hello
+
+
+def encode(msg: Message) -> bytes:
+    match msg:
+        case Batch(transactions):
+            fields: list[Any] = [transactions]
+            tag = Tag.BATCH
+        case Ack(digest):
+            fields, tag = [digest], Tag.ACK
+        case Reject(reason):
+            fields, tag = [reason[:MAX_REASON_CHARS]], Tag.REJECT
+        case BatchRequest(digests, origin):
+            fields, tag = [digests, origin], Tag.BATCH_REQUEST
+        case Handshake(authority, worker_id, epoch, signature):
+            fields, tag = [authority, worker_id, epoch, signature], Tag.HANDSHAKE
+        case Hello(authority, worker_id):
+            fields, tag = [authority, worker_id], Tag.HELLO
+        case _:
+            raise TypeError(f"not a wire message: {msg!r}")
+    return msgpack.packb([PROTOCOL_VERSION, int(tag), *fields], use_bin_type=True)
+
+
+def encode_batch(transactions: list[bytes]) -> bytes:
+    return encode(Batch(transactions))
+
+
+def digest(serialized: bytes) -> bytes:
+    """The batch digest: the first 32 bytes of SHA-512 over the serialized batch message."""
+    return hashlib.sha512(serialized).digest()[:DIGEST_BYTES]
+
+
+def _bytes(value: Any, what: str, size: int | None = None) -> bytes:
+    if type(value) is not bytes:
+        raise WireError("bad_field", f"{what} must be bytes")
+    if size is not None and len(value) != size:
+        raise WireError("bad_field", f"{what} must be {size} bytes")
+    return value
+
+
+def _uint(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise WireError("bad_field", f"{what} must be a non-negative integer")
+    return value
+
+
+def _arity(fields: list[Any], n: int, tag: Tag) -> None:
+    if len(fields) != n:
+        raise WireError("bad_field", f"{tag.name} takes {n} fields, got {len(fields)}")
+
+
+def decode(data: bytes, max_size: int, max_transaction_size: int | None = None) -> Message:
+    """Decode one message or raise `WireError` with a reason code."""
+    if len(data) > max_size:
+        raise WireError("oversized", f"{len(data)} bytes > limit {max_size}")
+    try:
+        obj = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=MAX_REASON_CHARS * 4,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise WireError("malformed", type(exc).__name__) from exc
+    except Exception as exc:  # msgpack may raise others (e.g. TypeError) on garbage
+        raise WireError("malformed", type(exc).__name__) from exc
+    if type(obj) is not list or len(obj) < 2:
+        raise WireError("malformed", "expected an array [version, tag, ...]")
+    version, tag, *fields = obj
+    if version != PROTOCOL_VERSION or type(version) is not int:
+        raise WireError("bad_version", f"version {version!r}, expected {PROTOCOL_VERSION}")
+    try:
+        tag = Tag(tag)
+    except ValueError as exc:
+        raise WireError("unknown_tag", f"tag {tag!r}") from exc
+    match tag:
+        case Tag.BATCH:
+            _arity(fields, 1, tag)
+            txs = fields[0]
+            if type(txs) is not list:
+                raise WireError("bad_field", "BATCH transactions must be an array")
+            limit = max_transaction_size or max_size
+            for tx in txs:
+                if type(tx) is not bytes:
+                    raise WireError("bad_field", "transactions must be bytes")
+                if len(tx) > limit:
+                    raise WireError("bad_field", f"transaction of {len(tx)} bytes > {limit}")
+            if not txs:
+                raise WireError("bad_field", "empty batch")
+            return Batch(txs)
+        case Tag.ACK:
+            _arity(fields, 1, tag)
+            return Ack(_bytes(fields[0], "digest", DIGEST_BYTES))
+        case Tag.REJECT:
+            _arity(fields, 1, tag)
+            if type(fields[0]) is not str:
+                raise WireError("bad_field", "reject reason must be a string")
+            return Reject(fields[0])
+        case Tag.BATCH_REQUEST:
+            _arity(fields, 2, tag)
+            if type(fields[0]) is not list:
+                raise WireError("bad_field", "digests must be an array")
+            digests = [_bytes(d, "digest", DIGEST_BYTES) for d in fields[0]]
+            return BatchRequest(digests, _bytes(fields[1], "origin", 32))
+        case Tag.HANDSHAKE:
+            _arity(fields, 4, tag)
+            return Handshake(
+                _bytes(fields[0], "authority", 32),
+                _uint(fields[1], "worker_id"),
+                _uint(fields[2], "epoch"),
+                _bytes(fields[3], "signature", 64),
+            )
+        case Tag.HELLO:
+            _arity(fields, 2, tag)
+            return Hello(_bytes(fields[0], "authority", 32), _uint(fields[1], "worker_id"))
+    raise WireError("unknown_tag", f"tag {tag!r}")  # pragma: no cover
