@@ -23,7 +23,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 def make_local_committee(
     nodes: int,
-    workers: int,
+    workers: int = 1,
     host: str = "127.0.0.1",
     stakes: Sequence[int] | None = None,
     keys: Sequence[KeyPair] | None = None,

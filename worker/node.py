@@ -232,8 +232,8 @@ class WorkerNode:
                     inflight = self._inflight.pop(batch_id)
                     for rid in inflight.request_ids:
                         self._request_batch.pop(rid, None)
-        if actions:
-            self._notify()
+        # Even an empty answer may have scheduled a retry: the tick task re-reads deadlines.
+        self._notify()
 
     def _on_response(self, event: ResponseReceived) -> None:
         batch_id = self._request_batch.get(event.request_id)
