@@ -106,6 +106,9 @@ def local(
     max_batch_delay: Annotated[int | None, typer.Option(help="ms before sealing.")] = None,
     parameters: Annotated[Path | None, typer.Option(help="Parameters file.")] = None,
     store_dir: Annotated[Path | None, typer.Option(help="Keep the stores here.")] = None,
+    drain_timeout: Annotated[
+        float, typer.Option(min=0, help="Max s to wait for in-flight batches after the load.")
+    ] = 30,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -119,7 +122,9 @@ def local(
     params = _parameters(
         parameters, transport=transport, batch_size=batch_size, max_batch_delay=max_batch_delay
     )
-    cfg = LocalRunConfig(nodes, workers, rate, tx_size, duration, faults, params, store_dir)
+    cfg = LocalRunConfig(
+        nodes, workers, rate, tx_size, duration, faults, params, store_dir, drain_timeout
+    )
     err.print(
         f"starting {nodes - faults} of {nodes} authorities x {workers} worker(s) "
         f"over {params.transport}, {rate:,} tx/s of {tx_size} B for {duration:g} s"
