@@ -105,3 +105,45 @@ async def test_peer_batches_are_stored_after_quorum_too(tmp_path: Path) -> None:
             store = peer.node.store
             assert isinstance(store, BatchStore)
             assert all(d in store for d in digests)
+
+
+async def test_malformed_and_oversized_batches_are_rejected_not_stored(tmp_path: Path) -> None:
+    from worker import wire
+    from worker.transport.base import ResponseReceived, SendRequest
+    from worker.transport.tcp import TcpTransport
+
+    async with cluster(tmp_path, start=1) as c:
+        target = c.authorities[0]
+        assert target.node is not None
+        sender = c.authorities[1].name
+        transport = TcpTransport(c.committee, sender, 0, TEST_PARAMS)
+        bad = {
+            1: b"\xc1garbage",
+            2: wire.encode(wire.Ack(bytes(32))),  # a response where a request belongs
+            3: wire.encode_batch([bytes(TEST_PARAMS.max_transaction_size + 1)]),
+        }
+        good = wire.encode_batch([b"\x01" + bytes(50)])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(transport.serve)
+            for rid, data in bad.items():
+                transport.send(SendRequest(rid, target.name, data))
+            transport.send(SendRequest(4, target.name, good))
+            answers = {}
+            with trio.fail_after(30):
+                while len(answers) < 4:
+                    event = await transport.events.receive()
+                    assert isinstance(event, ResponseReceived)
+                    answers[event.request_id] = wire.decode(event.data, 4096)
+            nursery.cancel_scope.cancel()
+        assert answers[1] == wire.Reject("malformed")
+        assert answers[2] == wire.Reject("unexpected_message")
+        assert answers[3] == wire.Reject("bad_field")
+        assert answers[4] == wire.Ack(wire.digest(good))
+        store = target.node.store
+        assert store is not None and list(store.digests()) == [wire.digest(good)]
+        assert target.node.processor is not None
+        assert target.node.processor.rejections == {
+            "malformed": 1,
+            "unexpected_message": 1,
+            "bad_field": 1,
+        }
