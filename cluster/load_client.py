@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 PRECISION = 20  # bursts per second
 BURST_DURATION = 1 / PRECISION
 _HEADER = struct.Struct(">IBQ")  # frame length, tx kind, counter
+_STAMP = struct.Struct(">Q")  # sample send time, ns since the epoch (inside the padding)
 
 
 @dataclass
@@ -56,9 +57,11 @@ class BurstBuilder:
         self._buf = bytearray((4 + tx_size) * burst)
         self._counter = 0
 
-    def build(self, sample_id: int) -> bytes:
+    def build(self, sample_id: int, sent_ns: int = 0) -> bytes:
         step, buf = 4 + self.tx_size, self._buf
         _HEADER.pack_into(buf, 0, self.tx_size, 0, sample_id)
+        if self.tx_size >= 17:
+            _STAMP.pack_into(buf, 4 + 9, sent_ns)
         for i in range(1, self.burst):
             self._counter += 1
             _HEADER.pack_into(buf, i * step, self.tx_size, 1, self._counter)
@@ -91,8 +94,9 @@ async def run_load_client(
         slot = start
         sample = 0
         while slot - start < duration:
-            payload = builder.build(sample)
-            report.samples[sample] = time.time()
+            sent_ns = time.time_ns()
+            payload = builder.build(sample, sent_ns)
+            report.samples[sample] = sent_ns / 1e9
             await stream.send_all(payload)
             report.sent += burst
             sample += 1

@@ -53,13 +53,16 @@ class Cluster:
         self.params = params
         self.authorities = [Authority(k.name) for k in keys]
 
-    async def start(self, index: int) -> Authority:
+    async def start(self, index: int, metrics: bool = False) -> Authority:
         auth = self.authorities[index]
         scope = trio.CancelScope()
         auth.cancel = scope
         host, port = self.committee.authorities[auth.name].primary.hostport
         auth.collector = DigestCollector(host, port)
-        auth.node = WorkerNode(self.committee, auth.name, 0, self.params, self.root / f"a{index}")
+        auth.node = WorkerNode(
+            self.committee, auth.name, 0, self.params, self.root / f"a{index}",
+            metrics_address=("127.0.0.1", 0) if metrics else None,
+        )  # fmt: skip
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             with scope:

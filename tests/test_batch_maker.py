@@ -1,6 +1,6 @@
 """Mirrors the original's `make_batch` and `batch_timeout` tests, plus the edge rules."""
 
-from worker.batch_maker import BatchMaker, sample_counter
+from worker.batch_maker import BatchMaker, parse_sample
 
 TX = bytes([1]) + bytes(range(9))  # 10 bytes
 
@@ -19,10 +19,12 @@ def test_make_batch_seals_on_size_with_crossing_transaction() -> None:
 def test_batch_timeout_seals_small_batch() -> None:
     maker = BatchMaker(batch_size=200, max_batch_delay=0.05, now=0.0)
     assert maker.add(TX, now=0.01) is None
+    assert maker.add(TX, now=0.02) is None
     assert maker.on_timer(now=0.049) is None
     batch = maker.on_timer(now=0.05)
     assert batch is not None and batch.reason == "timeout"
-    assert batch.transactions == [TX]
+    assert batch.transactions == [TX, TX]
+    assert batch.opened_at == 0.01
 
 
 def test_timer_never_seals_an_empty_batch_and_rearms() -> None:
@@ -43,10 +45,12 @@ def test_timer_resets_after_a_size_seal() -> None:
 def test_samples_travel_with_their_batch() -> None:
     maker = BatchMaker(batch_size=30, max_batch_delay=1.0, now=0.0)
     sample = bytes([0]) + (7).to_bytes(8, "big") + bytes(6)
-    assert sample_counter(sample) == 7
-    assert sample_counter(TX) is None
+    stamped = bytes([0]) + (8).to_bytes(8, "big") + (1_500_000_000).to_bytes(8, "big")
+    assert parse_sample(sample) == (7, 0.0)
+    assert parse_sample(stamped) == (8, 1.5)
+    assert parse_sample(TX) is None
     maker.add(TX, now=0.0)
-    batch = maker.add(sample, now=0.0, sample=sample_counter(sample))
+    batch = maker.add(sample, now=0.0, sample=parse_sample(sample))
     assert batch is None
     batch = maker.add(TX, now=0.0)
-    assert batch is not None and batch.samples == [7]
+    assert batch is not None and batch.samples == [(7, 0.0)]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 SealReason = Literal["size", "timeout"]
+Sample = tuple[int, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +21,10 @@ class SealedBatch:
     size: int
     reason: SealReason
     sealed_at: float
-    #: counters of the benchmark sample transactions it holds (`0x00 || u64`)
-    samples: list[int] = field(default_factory=list)
+    #: when its first transaction arrived
+    opened_at: float = 0.0
+    #: benchmark samples it holds: (counter, client send time or 0.0 if not stamped)
+    samples: list[Sample] = field(default_factory=list)
 
 
 class BatchMaker:
@@ -31,14 +34,17 @@ class BatchMaker:
         self.deadline = now + max_batch_delay
         self._txs: list[bytes] = []
         self._size = 0
-        self._samples: list[int] = []
+        self._samples: list[Sample] = []
+        self._opened_at = now
 
     @property
     def pending_size(self) -> int:
         return self._size
 
-    def add(self, tx: bytes, now: float, sample: int | None = None) -> SealedBatch | None:
+    def add(self, tx: bytes, now: float, sample: Sample | None = None) -> SealedBatch | None:
         """Append one transaction; returns the batch if this one made it reach `batch_size`."""
+        if not self._txs:
+            self._opened_at = now
         self._txs.append(tx)
         self._size += len(tx)
         if sample is not None:
@@ -57,14 +63,19 @@ class BatchMaker:
         return self._seal("timeout", now)
 
     def _seal(self, reason: SealReason, now: float) -> SealedBatch:
-        batch = SealedBatch(self._txs, self._size, reason, now, self._samples)
+        batch = SealedBatch(self._txs, self._size, reason, now, self._opened_at, self._samples)
         self._txs, self._size, self._samples = [], 0, []
         self.deadline = now + self.max_batch_delay
         return batch
 
 
-def sample_counter(tx: bytes) -> int | None:
-    """The counter of a benchmark sample transaction (byte 0 = 0, bytes 1..9 = u64), else None."""
-    if len(tx) >= 9 and tx[0] == 0:
-        return int.from_bytes(tx[1:9], "big")
-    return None
+def parse_sample(tx: bytes) -> Sample | None:
+    """A benchmark sample (byte 0 = 0, bytes 1..9 = u64 counter), else None.
+
+    The testbed's load client also stamps its send time (u64 ns since the epoch) in
+    bytes 9..17, inside the original's padding, so workers can export sample latency.
+    """
+    if len(tx) < 9 or tx[0] != 0:
+        return None
+    sent_ns = int.from_bytes(tx[9:17], "big") if len(tx) >= 17 else 0
+    return int.from_bytes(tx[1:9], "big"), sent_ns / 1e9

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import trio
 
-from worker.batch_maker import BatchMaker, SealedBatch, sample_counter
+from worker.batch_maker import BatchMaker, SealedBatch, parse_sample
 
 
 class BatchMakerTask:
@@ -31,7 +31,7 @@ class BatchMakerTask:
         ready: list[SealedBatch] = []
         add = self.core.add
         for tx in txs:
-            sealed = add(tx, now, sample_counter(tx) if tx[:1] == b"\x00" else None)
+            sealed = add(tx, now, parse_sample(tx) if tx[:1] == b"\x00" else None)
             if sealed is not None:
                 ready.append(sealed)
         self.transactions += len(txs)

@@ -11,6 +11,7 @@ import itertools
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,11 +19,14 @@ from typing import Any
 
 import trio
 
+from metrics.exporter import MetricsServer
+from metrics.worker_metrics import LiveCollector, WorkerMetrics
 from worker import wire
 from worker.batch_maker import SealedBatch
 from worker.batch_maker_task import BatchMakerTask
 from worker.config import Committee, Parameters
 from worker.intake import TransactionIntake
+from worker.keys import short_name
 from worker.primary_link import PrimaryReporter
 from worker.processor import Processor
 from worker.quorum_waiter import (
@@ -55,6 +59,7 @@ class _InFlight:
     digest: bytes
     sealed: SealedBatch
     request_ids: list[int] = field(default_factory=list)
+    peers_sent: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,13 @@ class QuorumRecord:
     acked_by: tuple[str, ...]
     stake: int
     samples: tuple[int, ...]
+
+
+def _stake_buckets(committee: Committee) -> list[float]:
+    """Buckets from the quorum threshold up to the total stake (at most ~20 of them)."""
+    low, high = committee.quorum_threshold(), committee.total_stake()
+    step = max(1, (high - low) // 20)
+    return [float(v) for v in range(low, high + 1, step)]
 
 
 def make_transport(
@@ -91,7 +103,9 @@ class WorkerNode:
         params: Parameters,
         store_dir: str | Path,
         transport: Transport | None = None,
+        metrics_address: tuple[str, int] | None = None,
     ) -> None:
+        """`metrics_address`: serve Prometheus metrics there (port 0: any free port)."""
         if name not in committee.authorities:
             raise ValueError(f"authority {name} is not in the committee")
         self.committee, self.name, self.worker_id, self.params = committee, name, worker_id, params
@@ -124,7 +138,7 @@ class WorkerNode:
             params.batch_size, params.max_batch_delay / 1000, self._sealed_tx, trio.current_time
         )
         self._inflight: dict[int, _InFlight] = {}
-        self._request_batch: dict[int, int] = {}
+        self._request_batch: dict[int, tuple[int, float]] = {}  # id -> (batch, sent at)
         self._batch_ids = itertools.count()
         self._changed = trio.Event()
         self.records: list[QuorumRecord] = []
@@ -136,7 +150,17 @@ class WorkerNode:
         self._own_pending = 0
         tx_host, tx_port = self.addresses.transactions_hostport
         self.intake = TransactionIntake(
-            tx_host, tx_port, params.max_transaction_size, self.batch_maker.add_many
+            tx_host, tx_port, params.max_transaction_size, self._deliver
+        )
+        self.metrics = WorkerMetrics(short_name(name), worker_id, _stake_buckets(committee))
+        self.metrics.add_live(
+            LiveCollector(
+                self.metrics.base, self._rejections, self._queue_depths,
+                lambda: len(self.transport.connected_peers()),
+            )
+        )  # fmt: skip
+        self._metrics_server = (
+            MetricsServer(self.metrics.registry, *metrics_address) if metrics_address else None
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -144,6 +168,8 @@ class WorkerNode:
         self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self.store = BatchStore(self.store_dir, sync=self.params.sync_writes)
+        if self._metrics_server is not None:
+            self._metrics_server.start()
         try:
             host, port = self.committee.authorities[self.name].primary.hostport
             reporter = PrimaryReporter(host, port, self.params.channel_capacity)
@@ -153,6 +179,7 @@ class WorkerNode:
                 self.worker_id,
                 self.params.max_message_size,
                 self.params.max_transaction_size,
+                self.metrics,
             )
             router = EventRouter(self._on_response, self._on_failure, self._requests_tx.send)
             async with trio.open_nursery() as nursery:
@@ -168,14 +195,23 @@ class WorkerNode:
                 await nursery.start(self.intake.serve)
                 task_status.started({"worker_to_worker": address, **self.info()})
         finally:
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
             self.store.close()
 
     def info(self) -> dict[str, Any]:
+        metrics = self._metrics_server.address if self._metrics_server else None
         return {
             "authority": self.name,
             "worker_id": self.worker_id,
             "transactions": self.addresses.transactions,
+            "metrics": metrics,
         }
+
+    async def _deliver(self, txs: list[bytes]) -> None:
+        self.metrics.transactions.inc(len(txs))
+        self.metrics.transaction_bytes.inc(sum(map(len, txs)))
+        await self.batch_maker.add_many(txs)
 
     # -- broadcast and quorum -----------------------------------------------------------
     def _notify(self) -> None:
@@ -189,6 +225,11 @@ class WorkerNode:
             ):
                 await self._changed.wait()
             self.sealed[sealed.reason] += 1
+            m = self.metrics
+            m.child(m.created_batch_size, reason=sealed.reason).observe(sealed.size)
+            m.child(m.created_batch_latency, reason=sealed.reason).observe(
+                sealed.sealed_at - sealed.opened_at
+            )
             data = wire.encode_batch(sealed.transactions)
             batch_id = next(self._batch_ids)
             self._inflight[batch_id] = _InFlight(data, wire.digest(data), sealed)
@@ -208,48 +249,71 @@ class WorkerNode:
                 case Send(request_id, peer, batch_id):
                     inflight = self._inflight[batch_id]
                     inflight.request_ids.append(request_id)
-                    self._request_batch[request_id] = batch_id
+                    if peer in inflight.peers_sent:
+                        self.metrics.child(self.metrics.retries, peer=short_name(peer)).inc()
+                    inflight.peers_sent.add(peer)
+                    self._request_batch[request_id] = (batch_id, trio.current_time())
                     self.transport.send(SendRequest(request_id, peer, inflight.data))
                 case QuorumReached(batch_id, acked_by, stake):
-                    inflight = self._inflight[batch_id]
-                    sealed = inflight.sealed
-                    record = QuorumRecord(
-                        digest=inflight.digest.hex(),
-                        sealed_at=time.time() - (trio.current_time() - sealed.sealed_at),
-                        quorum_at=time.time(),
-                        transactions=len(sealed.transactions),
-                        size=sealed.size,
-                        reason=sealed.reason,
-                        acked_by=acked_by,
-                        stake=stake,
-                        samples=tuple(sealed.samples),
-                    )
-                    self._own_pending += 1
-                    self._own_tx.send_nowait((inflight, record))
+                    self._quorum_reached(self._inflight[batch_id], acked_by, stake)
                 case QuorumFailed(batch_id, reason):
                     self.failures[reason] = self.failures.get(reason, 0) + 1
+                    self.metrics.child(self.metrics.quorum_failures, reason=reason).inc()
                 case Released(batch_id, _delivered):
                     inflight = self._inflight.pop(batch_id)
                     for rid in inflight.request_ids:
                         self._request_batch.pop(rid, None)
+        self.metrics.in_flight.set(self.quorum.awaiting_quorum)
         # Even an empty answer may have scheduled a retry: the tick task re-reads deadlines.
         self._notify()
 
+    def _quorum_reached(self, inflight: _InFlight, acked_by: tuple[str, ...], stake: int) -> None:
+        sealed, now, wall = inflight.sealed, trio.current_time(), time.time()
+        record = QuorumRecord(
+            digest=inflight.digest.hex(),
+            sealed_at=wall - (now - sealed.sealed_at),
+            quorum_at=wall,
+            transactions=len(sealed.transactions),
+            size=sealed.size,
+            reason=sealed.reason,
+            acked_by=acked_by,
+            stake=stake,
+            samples=tuple(counter for counter, _ in sealed.samples),
+        )
+        m = self.metrics
+        m.quorum_latency.observe(now - sealed.sealed_at)
+        m.quorum_stake.observe(stake)
+        m.quorum_batches.inc()
+        m.quorum_transactions.inc(record.transactions)
+        m.quorum_bytes.inc(record.size)
+        for _, sent_at in sealed.samples:
+            if sent_at:
+                m.sample_latency.observe(max(0.0, wall - sent_at))
+        self._own_pending += 1
+        self._own_tx.send_nowait((inflight, record))
+
     def _on_response(self, event: ResponseReceived) -> None:
-        batch_id = self._request_batch.get(event.request_id)
-        if batch_id is None:
+        found = self._request_batch.get(event.request_id)
+        if found is None:
             self.unmatched_responses += 1
             return
+        batch_id, sent_at = found
         try:
             msg = wire.decode(event.data, 4096)
         except wire.WireError:
             msg = None
         accepted = isinstance(msg, wire.Ack) and msg.digest == self._inflight[batch_id].digest
-        self._apply(
-            self.quorum.on_response(event.request_id, event.peer, accepted, trio.current_time())
-        )
+        now, peer, m = trio.current_time(), short_name(event.peer), self.metrics
+        if accepted:
+            m.child(m.acks, peer=peer).inc()
+            m.child(m.ack_latency, peer=peer).observe(now - sent_at)
+        else:
+            m.child(m.request_failures, peer=peer, reason="rejected").inc()
+        self._apply(self.quorum.on_response(event.request_id, event.peer, accepted, now))
 
     def _on_failure(self, event: RequestFailed) -> None:
+        peer = short_name(event.peer)
+        self.metrics.child(self.metrics.request_failures, peer=peer, reason="transport").inc()
         self._apply(self.quorum.on_failure(event.request_id, event.peer, trio.current_time()))
 
     # -- processing -----------------------------------------------------------------------
@@ -268,6 +332,26 @@ class WorkerNode:
             self._notify()
 
     # -- observation ------------------------------------------------------------------------
+    def _rejections(self) -> dict[str, Counter[str]]:
+        out = {"transport": self.transport.rejections, "intake": self.intake.rejections}
+        if self.processor is not None:
+            out["processor"] = self.processor.rejections
+        handshakes = getattr(self.transport, "handshake_rejections", None)
+        if handshakes is not None:
+            out["handshake"] = handshakes
+        return out
+
+    def _queue_depths(self) -> dict[str, int]:
+        depth = {
+            "sealed": self._sealed_rx.statistics().current_buffer_used,
+            "inbound_requests": self._requests_rx.statistics().current_buffer_used,
+            "own_to_store": self._own_pending,
+            "transport_events": self.transport.events.statistics().current_buffer_used,
+        }
+        if self.processor is not None:
+            depth["primary_reports"] = self.processor.reporter.queued
+        return depth
+
     def idle(self) -> bool:
         """Nothing sealed or awaiting quorum or storage (post-quorum delivery may go on)."""
         return (

@@ -12,6 +12,7 @@ from collections import Counter
 
 import trio
 
+from metrics.worker_metrics import WorkerMetrics
 from worker import wire
 from worker.primary_link import PrimaryReporter, Report, ReportKind
 from worker.store import BatchStore
@@ -28,6 +29,7 @@ class Processor:
         worker_id: int,
         max_message_size: int,
         max_transaction_size: int,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.store = store
         self.reporter = reporter
@@ -36,9 +38,20 @@ class Processor:
         self._max_tx = max_transaction_size
         self.rejections: Counter[str] = Counter()
         self.persisted: Counter[str] = Counter()  # by origin: "own" / "peer"
+        self._metrics = metrics
 
-    async def _persist(self, digest: bytes, data: bytes) -> None:
+    async def _persist(self, digest: bytes, data: bytes, origin: str) -> None:
         await trio.to_thread.run_sync(self.store.put, digest, data)
+        self.persisted[origin] += 1
+        if self._metrics is not None:
+            m = self._metrics
+            m.child(m.persisted, origin=origin).inc()
+
+    async def _report(self, kind: ReportKind, digest: bytes) -> None:
+        await self.reporter.report(Report(kind, digest, self.worker_id))
+        if self._metrics is not None:
+            m = self._metrics
+            m.child(m.reported, kind=kind.name.lower()).inc()
 
     async def handle_request(self, event: RequestReceived) -> None:
         try:
@@ -52,12 +65,10 @@ class Processor:
             await event.respond(wire.encode(wire.Reject("unexpected_message")))
             return
         digest = wire.digest(event.data)
-        await self._persist(digest, event.data)
-        self.persisted["peer"] += 1
-        await self.reporter.report(Report(ReportKind.OTHERS_BATCH, digest, self.worker_id))
+        await self._persist(digest, event.data, "peer")
+        await self._report(ReportKind.OTHERS_BATCH, digest)
         await event.respond(wire.encode(wire.Ack(digest)))
 
     async def handle_own(self, digest: bytes, data: bytes) -> None:
-        await self._persist(digest, data)
-        self.persisted["own"] += 1
-        await self.reporter.report(Report(ReportKind.OUR_BATCH, digest, self.worker_id))
+        await self._persist(digest, data, "own")
+        await self._report(ReportKind.OUR_BATCH, digest)

@@ -1,0 +1,170 @@
+"""The worker's Prometheus metrics, on a registry of its own (never the global one).
+
+Names follow Prometheus conventions (base units; `_seconds`, `_bytes`, `_total`) and
+reuse the later Narwhal versions' names where they fit (`created_batch_size`,
+`created_batch_latency`, `parallel_worker_batches`, `batch_persisted_total`).
+Every series carries `authority` (short key) and `worker`; some add `peer`, `reason`
+or `origin`: nothing of higher cardinality. Hot-path updates are per batch or per
+chunk of transactions; counters that live elsewhere (rejections, queue depths,
+connected peers) are read at scrape time by `LiveCollector`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+#: Quorum latency under faults needs the long tail (the client default stops at 10 s).
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+    1.0, 1.5, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0,
+)  # fmt: skip
+SIZE_BUCKETS = (1e3, 5e3, 1e4, 5e4, 1e5, 2e5, 3e5, 4e5, 5e5, 6e5, 8e5, 1e6, 2e6, 4e6, 8e6)
+BASE_LABELS = ("authority", "worker")
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
+class WorkerMetrics:
+    """Every metric one worker exports, pre-labelled with its authority and worker id."""
+
+    def __init__(self, authority: str, worker_id: int, quorum_stake_buckets: Iterable[float]):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.base = {"authority": authority, "worker": str(worker_id)}
+        self._children: dict[tuple[object, ...], Any] = {}
+        r = self.registry
+
+        labels = self._bind
+        self.created_batch_size = Histogram(
+            "created_batch_size_bytes", "Size of sealed batches.",
+            [*BASE_LABELS, "reason"], buckets=SIZE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.created_batch_latency = Histogram(
+            "created_batch_latency_seconds", "From a batch's first transaction to its seal.",
+            [*BASE_LABELS, "reason"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.quorum_latency = labels(Histogram(
+            "batch_quorum_latency_seconds", "From seal to 2f+1 stake of acks (own batches).",
+            BASE_LABELS, buckets=LATENCY_BUCKETS, registry=r,
+        ))  # fmt: skip
+        self.quorum_stake = labels(Histogram(
+            "batch_quorum_stake", "Stake accumulated when a batch reached quorum.",
+            BASE_LABELS, buckets=tuple(quorum_stake_buckets), registry=r,
+        ))  # fmt: skip
+        self.quorum_batches = labels(Counter(
+            "quorum_batches", "Own batches that reached quorum.", BASE_LABELS, registry=r,
+        ))  # fmt: skip
+        self.quorum_transactions = labels(Counter(
+            "quorum_transactions", "Transactions in own batches that reached quorum.",
+            BASE_LABELS, registry=r,
+        ))  # fmt: skip
+        self.quorum_bytes = labels(Counter(
+            "quorum_transaction_bytes", "Transaction bytes in own batches that reached quorum.",
+            BASE_LABELS, registry=r,
+        ))  # fmt: skip
+        self.quorum_failures = Counter(
+            "quorum_failures", "Own batches that failed: anti_quorum or timeout.",
+            [*BASE_LABELS, "reason"], registry=r,
+        )  # fmt: skip
+        self.in_flight = labels(Gauge(
+            "parallel_worker_batches", "Own batches awaiting quorum.", BASE_LABELS, registry=r,
+        ))  # fmt: skip
+        self.acks = Counter(
+            "batch_acks", "Acks received, by peer.", [*BASE_LABELS, "peer"], registry=r,
+        )  # fmt: skip
+        self.ack_latency = Histogram(
+            "batch_ack_latency_seconds", "From sending a batch to a peer's ack.",
+            [*BASE_LABELS, "peer"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.retries = Counter(
+            "batch_send_retries", "Batch sends re-sent to a peer (failure, timeout).",
+            [*BASE_LABELS, "peer"], registry=r,
+        )  # fmt: skip
+        self.request_failures = Counter(
+            "batch_request_failures", "Batch sends that failed, by peer and reason.",
+            [*BASE_LABELS, "peer", "reason"], registry=r,
+        )  # fmt: skip
+        self.persisted = Counter(
+            "batch_persisted", "Batches written to the store, by origin (own / peer).",
+            [*BASE_LABELS, "origin"], registry=r,
+        )  # fmt: skip
+        self.reported = Counter(
+            "primary_reports", "Digests reported to the primary: our_batch / others_batch.",
+            [*BASE_LABELS, "kind"], registry=r,
+        )  # fmt: skip
+        self.transactions = labels(Counter(
+            "transactions_received", "Client transactions received.", BASE_LABELS, registry=r,
+        ))  # fmt: skip
+        self.transaction_bytes = labels(Counter(
+            "transactions_received_bytes", "Client transaction bytes received.",
+            BASE_LABELS, registry=r,
+        ))  # fmt: skip
+        self.sample_latency = labels(Histogram(
+            "client_sample_latency_seconds",
+            "From a sample transaction's send (stamped by the load client) to quorum.",
+            BASE_LABELS, buckets=LATENCY_BUCKETS, registry=r,
+        ))  # fmt: skip
+        self.handshakes = Counter(
+            "peer_handshakes", "Peer handshakes by result (accepted or a rejection reason).",
+            [*BASE_LABELS, "result"], registry=r,
+        )  # fmt: skip
+        self.faults_active = Gauge(
+            "faults_active", "Fault actions active on this worker, by kind.",
+            [*BASE_LABELS, "kind"], registry=r,
+        )  # fmt: skip
+
+    def _bind(self, metric: _M) -> _M:
+        return metric.labels(**self.base)
+
+    def child(self, metric: _M, **extra: str) -> _M:
+        """The series of `metric` for this worker and `extra` labels (cached lookups)."""
+        key = (id(metric), *extra.values())
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(**self.base, **extra)
+        return found
+
+    def add_live(self, live: LiveCollector) -> None:
+        self.registry.register(live)
+
+
+class LiveCollector(Collector):
+    """Read-at-scrape-time figures owned by other components (no hot-path cost)."""
+
+    def __init__(
+        self,
+        base: Mapping[str, str],
+        rejections: Callable[[], Mapping[str, Mapping[str, int]]],
+        queues: Callable[[], Mapping[str, int]],
+        connected_peers: Callable[[], int],
+    ) -> None:
+        self._base = dict(base)
+        self._rejections = rejections
+        self._queues = queues
+        self._connected = connected_peers
+
+    def describe(self) -> list:  # type: ignore[type-arg]
+        return []
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        names, values = list(self._base), list(self._base.values())
+        rejected = CounterMetricFamily(
+            "messages_rejected", "Refused inbound messages by source and reason.",
+            labels=[*names, "source", "reason"],
+        )  # fmt: skip
+        for source, reasons in self._rejections().items():
+            for reason, count in dict(reasons).items():
+                rejected.add_metric([*values, source, reason], count)
+        yield rejected
+        queues = GaugeMetricFamily(
+            "queue_depth", "Entries waiting in internal queues.", labels=[*names, "queue"]
+        )
+        for queue, depth in self._queues().items():
+            queues.add_metric([*values, queue], depth)
+        yield queues
+        connected = GaugeMetricFamily("connected_peers", "Peers with a live link.", labels=names)
+        connected.add_metric(values, self._connected())
+        yield connected
