@@ -14,9 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+# `_created` series double the exposition and no dashboard uses them.
+disable_created_metrics()
 
 #: Quorum latency under faults needs the long tail (the client default stops at 10 s).
 LATENCY_BUCKETS = (
@@ -107,10 +116,6 @@ class WorkerMetrics:
             "From a sample transaction's send (stamped by the load client) to quorum.",
             BASE_LABELS, buckets=LATENCY_BUCKETS, registry=r,
         ))  # fmt: skip
-        self.handshakes = Counter(
-            "peer_handshakes", "Peer handshakes by result (accepted or a rejection reason).",
-            [*BASE_LABELS, "result"], registry=r,
-        )  # fmt: skip
         self.faults_active = Gauge(
             "faults_active", "Fault actions active on this worker, by kind.",
             [*BASE_LABELS, "kind"], registry=r,
@@ -140,8 +145,10 @@ class LiveCollector(Collector):
         rejections: Callable[[], Mapping[str, Mapping[str, int]]],
         queues: Callable[[], Mapping[str, int]],
         connected_peers: Callable[[], int],
+        handshakes: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._base = dict(base)
+        self._handshakes = handshakes
         self._rejections = rejections
         self._queues = queues
         self._connected = connected_peers
@@ -168,3 +175,10 @@ class LiveCollector(Collector):
         connected = GaugeMetricFamily("connected_peers", "Peers with a live link.", labels=names)
         connected.add_metric(values, self._connected())
         yield connected
+        handshakes = CounterMetricFamily(
+            "peer_handshakes", "Peer handshakes by result (accepted or a rejection reason).",
+            labels=[*names, "result"],
+        )  # fmt: skip
+        for result, count in dict(self._handshakes()).items():
+            handshakes.add_metric([*values, result], count)
+        yield handshakes

@@ -157,6 +157,7 @@ class WorkerNode:
             LiveCollector(
                 self.metrics.base, self._rejections, self._queue_depths,
                 lambda: len(self.transport.connected_peers()),
+                lambda: getattr(self.transport, "handshakes", {}),
             )
         )  # fmt: skip
         self._metrics_server = (
@@ -336,9 +337,6 @@ class WorkerNode:
         out = {"transport": self.transport.rejections, "intake": self.intake.rejections}
         if self.processor is not None:
             out["processor"] = self.processor.rejections
-        handshakes = getattr(self.transport, "handshake_rejections", None)
-        if handshakes is not None:
-            out["handshake"] = handshakes
         return out
 
     def _queue_depths(self) -> dict[str, int]:
