@@ -36,6 +36,25 @@ SIZE_BUCKETS = (1e3, 5e3, 1e4, 5e4, 1e5, 2e5, 3e5, 4e5, 5e5, 6e5, 8e5, 1e6, 2e6,
 BASE_LABELS = ("authority", "worker")
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 
+#: Label values exported at zero from the start, so a rate or a panel has a series to
+#: show before the first event (and "nothing happened" reads as 0, not as "no data").
+SEAL_REASONS = ("size", "timeout")
+QUORUM_FAILURE_REASONS = ("anti_quorum", "timeout")
+REQUEST_FAILURE_REASONS = ("transport", "rejected")
+PERSIST_ORIGINS = ("own", "peer")
+REPORT_KINDS = ("our_batch", "others_batch")
+FAULT_KINDS = (
+    "crash", "partition", "delay", "loss", "bandwidth", "silent", "slow_ack", "forged_ack",
+    "equivocation", "corrupt", "impersonation", "flooding", "replay",
+)  # fmt: skip
+KNOWN_REJECTIONS = {
+    "transport": ("oversized", "malformed_frame", "unknown_request_id", "unknown_peer",
+                  "bad_hello", "respond_failed"),
+    "processor": ("oversized", "malformed", "bad_version", "unknown_tag", "bad_field",
+                  "unexpected_message"),
+    "intake": ("oversized", "empty_transaction"),
+}  # fmt: skip
+
 
 class WorkerMetrics:
     """Every metric one worker exports, pre-labelled with its authority and worker id."""
@@ -121,6 +140,26 @@ class WorkerMetrics:
             [*BASE_LABELS, "kind"], registry=r,
         )  # fmt: skip
 
+    def initialize(self, peers: Iterable[str]) -> None:
+        """Create every known series at zero (peers by their short names)."""
+        for reason in SEAL_REASONS:
+            self.child(self.created_batch_size, reason=reason)
+            self.child(self.created_batch_latency, reason=reason)
+        for reason in QUORUM_FAILURE_REASONS:
+            self.child(self.quorum_failures, reason=reason)
+        for origin in PERSIST_ORIGINS:
+            self.child(self.persisted, origin=origin)
+        for kind in REPORT_KINDS:
+            self.child(self.reported, kind=kind)
+        for kind in FAULT_KINDS:
+            self.child(self.faults_active, kind=kind)
+        for peer in peers:
+            self.child(self.acks, peer=peer)
+            self.child(self.ack_latency, peer=peer)
+            self.child(self.retries, peer=peer)
+            for reason in REQUEST_FAILURE_REASONS:
+                self.child(self.request_failures, peer=peer, reason=reason)
+
     def _bind(self, metric: _M) -> _M:
         return metric.labels(**self.base)
 
@@ -162,9 +201,12 @@ class LiveCollector(Collector):
             "messages_rejected", "Refused inbound messages by source and reason.",
             labels=[*names, "source", "reason"],
         )  # fmt: skip
+        counts = {(src, r): 0 for src, reasons in KNOWN_REJECTIONS.items() for r in reasons}
         for source, reasons in self._rejections().items():
             for reason, count in dict(reasons).items():
-                rejected.add_metric([*values, source, reason], count)
+                counts[source, reason] = count
+        for (source, reason), count in sorted(counts.items()):
+            rejected.add_metric([*values, source, reason], count)
         yield rejected
         queues = GaugeMetricFamily(
             "queue_depth", "Entries waiting in internal queues.", labels=[*names, "queue"]
@@ -179,6 +221,6 @@ class LiveCollector(Collector):
             "peer_handshakes", "Peer handshakes by result (accepted or a rejection reason).",
             labels=[*names, "result"],
         )  # fmt: skip
-        for result, count in dict(self._handshakes()).items():
+        for result, count in {"accepted": 0, **dict(self._handshakes())}.items():
             handshakes.add_metric([*values, result], count)
         yield handshakes

@@ -153,6 +153,7 @@ class WorkerNode:
             tx_host, tx_port, params.max_transaction_size, self._deliver
         )
         self.metrics = WorkerMetrics(short_name(name), worker_id, _stake_buckets(committee))
+        self.metrics.initialize(short_name(p) for p in self.peers)
         self.metrics.add_live(
             LiveCollector(
                 self.metrics.base, self._rejections, self._queue_depths,
