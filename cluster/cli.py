@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,6 +96,29 @@ def _progress_task(label: str):
     return show
 
 
+@contextmanager
+def _local_prometheus(enabled: bool, label: str) -> Iterator[Path | None]:
+    """Start Prometheus on the shipped config in results/<time>-<label>/prometheus."""
+    if not enabled:
+        yield None
+        return
+    from metrics.prometheus_server import PrometheusServer, PrometheusUnavailable
+    from metrics.service_discovery import prepare_config_dir
+
+    run_dir = Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{label}" / "prometheus"
+    config, targets = prepare_config_dir(run_dir)
+    try:
+        server = PrometheusServer(config, run_dir / "data")
+        url = server.start()
+    except PrometheusUnavailable as exc:
+        _fail(str(exc))
+    err.print(f"Prometheus: {url} (targets: {targets}; data kept in {run_dir / 'data'})")
+    try:
+        yield targets
+    finally:
+        server.stop()
+
+
 @app.command()
 def local(
     nodes: Annotated[int, typer.Option(min=1, help="Authorities.")] = 4,
@@ -110,6 +136,9 @@ def local(
         float, typer.Option(min=0, help="Max s to wait for in-flight batches after the load.")
     ] = 30,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary.")] = None,
+    prometheus: Annotated[
+        bool, typer.Option(help="Start a local Prometheus scraping the workers.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a committee as local processes (no Ray) and print the benchmark summary."""
@@ -129,7 +158,10 @@ def local(
         f"starting {nodes - faults} of {nodes} authorities x {workers} worker(s) "
         f"over {params.transport}, {rate:,} tx/s of {tx_size} B for {duration:g} s"
     )
-    summary = run_local(cfg, progress=_progress_task("load"))
+    with _local_prometheus(prometheus, "local") as targets:
+        if targets is not None:
+            cfg.targets_file, cfg.linger = targets, 2.5
+        summary = run_local(cfg, progress=_progress_task("load"))
     typer.echo(format_summary(summary))
     agreement = summary["digest_agreement"]
     typer.echo(

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -24,8 +25,10 @@ from cluster.digest_agreement import check_digest_agreement
 from cluster.load_client import run_load_client
 from cluster.local_committee import make_local_committee
 from cluster.summary import summarize
+from metrics.service_discovery import MetricsTarget, write_targets
 from worker.config import Committee, Parameters
 from worker.digest_collector import DigestCollector
+from worker.keys import short_name
 from worker.node import WorkerNode
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,12 @@ class LocalRunConfig:
     store_dir: Path | None = None
     drain_timeout: float = 30.0
     startup_timeout: float = 60.0
+    #: write Prometheus file-SD targets here once the workers are up
+    targets_file: Path | None = None
+    #: seconds to keep the drained committee up so a scraper takes its last sample
+    linger: float = 0.0
+    #: called once the committee is up (and targets written), before the load starts
+    on_ready: Callable[[], None] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -84,19 +93,23 @@ async def _authority_main(
     host, port = committee.authorities[name].primary.hostport
     collector = DigestCollector(host, port)
     nodes = [
-        WorkerNode(committee, name, wid, params, store_dir / f"{name[:8]}-w{wid}".replace("/", "_"))
+        WorkerNode(
+            committee, name, wid, params,
+            store_dir / f"{name[:8]}-w{wid}".replace("/", "_"),
+            metrics_address=(committee.worker(name, wid).transactions_hostport[0], 0),
+        )
         for wid in sorted(committee.authorities[name].workers)
-    ]
+    ]  # fmt: skip
     async with trio.open_nursery() as nursery:
         await nursery.start(collector.serve)
-        for node in nodes:
-            await nursery.start(node.run)
-        conn.send(("ready", name))
+        infos = [await nursery.start(node.run) for node in nodes]
+        conn.send(("ready", infos))
         _, drain_timeout = await _recv(conn)
         with trio.move_on_after(drain_timeout):
             for node in nodes:
                 await node.wait_idle()
         conn.send(("drained", all(node.idle() for node in nodes)))
+        await _recv(conn)  # linger: the driver lets scrapers take a last sample
         await _recv(conn)  # stop
         sent = sum(node.processor.reporter.sent for node in nodes if node.processor)
         with trio.move_on_after(5):
@@ -114,6 +127,14 @@ async def _authority_main(
 
 
 # -- the driver ---------------------------------------------------------------------------
+def _metrics_targets(infos: list[dict[str, Any]]) -> list[MetricsTarget]:
+    return [
+        MetricsTarget(i["metrics"], short_name(i["authority"]), i["worker_id"])
+        for i in infos
+        if i.get("metrics")
+    ]
+
+
 def _expect(conn: Connection, proc: mp.process.BaseProcess, kind: str, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while not conn.poll(0.1):
@@ -176,12 +197,18 @@ def run_local(cfg: LocalRunConfig, progress: Any = None) -> dict[str, Any]:
             )
             proc.start()
             procs.append((proc, parent))
-        for proc, conn in procs:
-            _expect(conn, proc, "ready", cfg.startup_timeout)
+        infos = [i for p, c in procs for i in _expect(c, p, "ready", cfg.startup_timeout)]
+        if cfg.targets_file is not None:
+            write_targets(cfg.targets_file, _metrics_targets(infos))
+        if cfg.on_ready is not None:
+            cfg.on_ready()
         clients = trio.run(_drive_clients, committee, live, cfg, progress)
         for _, conn in procs:
             conn.send(("drain", cfg.drain_timeout))
         drained = [_expect(c, p, "drained", cfg.drain_timeout + 10) for p, c in procs]
+        time.sleep(cfg.linger)
+        for _, conn in procs:
+            conn.send(("linger_done",))
         for _, conn in procs:
             conn.send(("stop",))
         results = [_expect(c, p, "results", 30) for p, c in procs]
