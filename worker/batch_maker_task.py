@@ -24,6 +24,8 @@ class BatchMakerTask:
         self._sealed = sealed
         self._rearmed = trio.Event()
         self.transactions = 0
+        #: sealed here and not yet submitted for broadcast; the consumer calls `submitted()`
+        self.unsubmitted = 0
 
     async def add_many(self, txs: list[bytes]) -> None:
         """Add a chunk read off one client connection; blocks while the pipeline is full."""
@@ -37,8 +39,12 @@ class BatchMakerTask:
         self.transactions += len(txs)
         if ready:
             self._rearmed.set()
+        self.unsubmitted += len(ready)
         for batch in ready:
             await self._sealed.send(batch)
+
+    def submitted(self) -> None:
+        self.unsubmitted -= 1
 
     async def run_timer(self) -> None:
         """Seal on `max_batch_delay`; the deadline moves after every seal."""
@@ -50,4 +56,5 @@ class BatchMakerTask:
                 continue
             sealed = self.core.on_timer(self._clock())
             if sealed is not None:
+                self.unsubmitted += 1
                 await self._sealed.send(sealed)

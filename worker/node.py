@@ -20,11 +20,12 @@ from typing import Any
 import trio
 
 from metrics.exporter import MetricsServer
-from metrics.worker_metrics import LiveCollector, WorkerMetrics
+from metrics.worker_metrics import FAULT_KINDS, LiveCollector, WorkerMetrics
 from worker import wire
 from worker.batch_maker import SealedBatch
 from worker.batch_maker_task import BatchMakerTask
 from worker.config import Committee, Parameters
+from worker.faults import FaultSettings, LinkPlan
 from worker.intake import TransactionIntake
 from worker.keys import short_name
 from worker.primary_link import PrimaryReporter
@@ -46,10 +47,11 @@ from worker.transport.base import (
     SendRequest,
     Transport,
 )
+from worker.transport.faulty import FaultyTransport
 
 log = logging.getLogger(__name__)
 
-PROCESSOR_TASKS = 4
+MAX_CONCURRENT_REQUESTS = 64
 MAX_RECORDS = 500_000
 
 
@@ -111,7 +113,11 @@ class WorkerNode:
         self.committee, self.name, self.worker_id, self.params = committee, name, worker_id, params
         self.addresses = committee.worker(name, worker_id)
         self.store_dir = Path(store_dir)
-        self.transport = transport or make_transport(committee, name, worker_id, params)
+        self.link_plan = LinkPlan()
+        self.transport = FaultyTransport(
+            transport or make_transport(committee, name, worker_id, params), self.link_plan
+        )
+        self._faults_changed = trio.Event()
         self.peers = [peer for peer, _ in committee.peer_workers(name, worker_id)]
         self._request_ids = itertools.count(time.time_ns())
         self.quorum = QuorumWaiter(
@@ -182,14 +188,15 @@ class WorkerNode:
                 self.params.max_message_size,
                 self.params.max_transaction_size,
                 self.metrics,
+                lambda: self.link_plan.settings.byzantine,
             )
             router = EventRouter(self._on_response, self._on_failure, self._requests_tx.send)
             async with trio.open_nursery() as nursery:
                 address = await nursery.start(self.transport.serve)
                 nursery.start_soon(reporter.run)
                 nursery.start_soon(router.run, self.transport.events)
-                for _ in range(PROCESSOR_TASKS):
-                    nursery.start_soon(self._process_requests)
+                nursery.start_soon(self._process_requests)
+                nursery.start_soon(self._misbehave)
                 nursery.start_soon(self._process_own)
                 nursery.start_soon(self._broadcast)
                 nursery.start_soon(self._tick)
@@ -235,6 +242,7 @@ class WorkerNode:
             data = wire.encode_batch(sealed.transactions)
             batch_id = next(self._batch_ids)
             self._inflight[batch_id] = _InFlight(data, wire.digest(data), sealed)
+            self.batch_maker.submitted()
             self._apply(self.quorum.submit(batch_id, trio.current_time()))
 
     async def _tick(self) -> None:
@@ -255,7 +263,8 @@ class WorkerNode:
                         self.metrics.child(self.metrics.retries, peer=short_name(peer)).inc()
                     inflight.peers_sent.add(peer)
                     self._request_batch[request_id] = (batch_id, trio.current_time())
-                    self.transport.send(SendRequest(request_id, peer, inflight.data))
+                    data = self._payload_for(inflight, peer)
+                    self.transport.send(SendRequest(request_id, peer, data))
                 case QuorumReached(batch_id, acked_by, stake):
                     self._quorum_reached(self._inflight[batch_id], acked_by, stake)
                 case QuorumFailed(batch_id, reason):
@@ -268,6 +277,45 @@ class WorkerNode:
         self.metrics.in_flight.set(self.quorum.awaiting_quorum)
         # Even an empty answer may have scheduled a retry: the tick task re-reads deadlines.
         self._notify()
+
+    def _payload_for(self, inflight: _InFlight, peer: str) -> bytes:
+        byz = self.link_plan.settings.byzantine
+        if byz.corrupt == "malformed":
+            return b"\xc1" + inflight.data[1:]
+        if byz.equivocate and self.peers.index(peer) >= len(self.peers) // 2:
+            return wire.encode_batch([*inflight.sealed.transactions, b"\x01equivocation"])
+        return inflight.data
+
+    # -- faults ---------------------------------------------------------------------------
+    def set_faults(self, settings: FaultSettings) -> None:
+        """Apply a fault configuration now (an empty one restores an honest, healthy worker)."""
+        self.link_plan.settings = settings
+        active = settings.active_kinds()
+        for kind in FAULT_KINDS:
+            self.metrics.child(self.metrics.faults_active, kind=kind).set(kind in active)
+        self._faults_changed.set()
+        self._faults_changed = trio.Event()
+
+    async def _misbehave(self) -> None:
+        """Flooding and replay, while the settings ask for them."""
+        replayed = 0
+        while True:
+            byz = self.link_plan.settings.byzantine
+            if not (byz.flood or byz.replay):
+                await self._faults_changed.wait()
+                continue
+            with trio.move_on_after(1 / byz.flood if byz.flood else 0.2):
+                await self._faults_changed.wait()
+            for peer in self.peers:
+                if byz.flood:
+                    junk = b"\x93\x01\x00" + bytes(64)  # a batch whose body is not an array
+                    self.transport.inner.send(SendRequest(next(self._request_ids), peer, junk))
+                if byz.replay and self.records:
+                    record = self.records[replayed % len(self.records)]
+                    data = self.store.get(bytes.fromhex(record.digest)) if self.store else None
+                    if data is not None:
+                        self.transport.send(SendRequest(next(self._request_ids), peer, data))
+            replayed += 1
 
     def _quorum_reached(self, inflight: _InFlight, acked_by: tuple[str, ...], stake: int) -> None:
         sealed, now, wall = inflight.sealed, trio.current_time(), time.time()
@@ -304,7 +352,10 @@ class WorkerNode:
             msg = wire.decode(event.data, 4096)
         except wire.WireError:
             msg = None
-        accepted = isinstance(msg, wire.Ack) and msg.digest == self._inflight[batch_id].digest
+        accepted = isinstance(msg, wire.Ack) and (
+            msg.digest == self._inflight[batch_id].digest
+            or self.link_plan.settings.byzantine.equivocate  # takes any ack as its own
+        )
         now, peer, m = trio.current_time(), short_name(event.peer), self.metrics
         if accepted:
             m.child(m.acks, peer=peer).inc()
@@ -320,9 +371,20 @@ class WorkerNode:
 
     # -- processing -----------------------------------------------------------------------
     async def _process_requests(self) -> None:
+        """One task per request (bounded), so a slow store or a slow ack holds up no other."""
         assert self.processor is not None
-        async for event in self._requests_rx:
+        limiter = trio.CapacityLimiter(MAX_CONCURRENT_REQUESTS)
+        async with trio.open_nursery() as nursery:
+            async for event in self._requests_rx:
+                await limiter.acquire_on_behalf_of(event)
+                nursery.start_soon(self._process_one, event, limiter)
+
+    async def _process_one(self, event: RequestReceived, limiter: trio.CapacityLimiter) -> None:
+        assert self.processor is not None
+        try:
             await self.processor.handle_request(event)
+        finally:
+            limiter.release_on_behalf_of(event)
 
     async def _process_own(self) -> None:
         assert self.processor is not None
@@ -355,7 +417,7 @@ class WorkerNode:
         """Nothing sealed or awaiting quorum or storage (post-quorum delivery may go on)."""
         return (
             self.batch_maker.core.pending_size == 0
-            and self._sealed_rx.statistics().current_buffer_used == 0
+            and self.batch_maker.unsubmitted == 0
             and self.quorum.awaiting_quorum == 0
             and self._own_pending == 0
         )

@@ -1,5 +1,7 @@
 """Processor: hash, persist, report to the primary — then answer.
 
+(A worker configured as Byzantine answers otherwise: see worker/faults.py.)
+
 A peer's batch is decoded strictly, stored under its digest and reported as
 `OthersBatch` before the ack goes out, so an ack means "persisted". Our own batches
 arrive here once they reached quorum and are reported as `OurBatch`.
@@ -9,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 import trio
 
 from metrics.worker_metrics import WorkerMetrics
 from worker import wire
+from worker.faults import Byzantine
 from worker.primary_link import PrimaryReporter, Report, ReportKind
 from worker.store import BatchStore
 from worker.transport.base import RequestReceived
@@ -30,6 +34,7 @@ class Processor:
         max_message_size: int,
         max_transaction_size: int,
         metrics: WorkerMetrics | None = None,
+        behaviour: Callable[[], Byzantine] = Byzantine,
     ) -> None:
         self.store = store
         self.reporter = reporter
@@ -39,6 +44,7 @@ class Processor:
         self.rejections: Counter[str] = Counter()
         self.persisted: Counter[str] = Counter()  # by origin: "own" / "peer"
         self._metrics = metrics
+        self._behaviour = behaviour
 
     async def _persist(self, digest: bytes, data: bytes, origin: str) -> None:
         await trio.to_thread.run_sync(self.store.put, digest, data)
@@ -64,9 +70,17 @@ class Processor:
             self.rejections["unexpected_message"] += 1
             await event.respond(wire.encode(wire.Reject("unexpected_message")))
             return
+        byz = self._behaviour()
+        if byz.silent:
+            return
         digest = wire.digest(event.data)
-        await self._persist(digest, event.data, "peer")
-        await self._report(ReportKind.OTHERS_BATCH, digest)
+        if not byz.forged_ack:
+            await self._persist(digest, event.data, "peer")
+            await self._report(ReportKind.OTHERS_BATCH, digest)
+        if byz.corrupt == "wrong_digest":
+            digest = bytes(b ^ 0xFF for b in digest)
+        if byz.slow_ack:
+            await trio.sleep(byz.slow_ack)
         await event.respond(wire.encode(wire.Ack(digest)))
 
     async def handle_own(self, digest: bytes, data: bytes) -> None:

@@ -1,0 +1,96 @@
+"""A transport wrapper that emulates network faults on any transport.
+
+It applies the worker's `LinkPlan` to what this worker sends (requests through
+`send`, responses through `respond`) and drops what arrives from a partitioned peer.
+A lost message simply never arrives: the sender's request timeout notices, as on a
+real network. With no network fault set, messages pass straight through.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import trio
+
+from worker.faults import LinkPlan
+from worker.transport.base import (
+    PeerName,
+    RequestReceived,
+    Respond,
+    ResponseReceived,
+    SendRequest,
+    Transport,
+    TransportEvent,
+)
+
+
+class FaultyTransport:
+    def __init__(self, inner: Transport, plan: LinkPlan) -> None:
+        self.inner = inner
+        self.plan = plan
+        self.rejections = inner.rejections
+        self.dropped: Counter[str] = Counter()  # by "outbound" / "inbound"
+        self._events_tx, self.events = trio.open_memory_channel[TransportEvent](10_000)
+        self._delayed_tx, self._delayed_rx = trio.open_memory_channel[tuple[float, SendRequest]](
+            float("inf")
+        )
+
+    def __getattr__(self, name: str) -> object:
+        # handshake counters, peer ids, discovery waits... of the wrapped transport
+        return getattr(self.inner, name)
+
+    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            address = await nursery.start(self.inner.serve)
+            nursery.start_soon(self._filter_events)
+            nursery.start_soon(self._release_delayed, nursery)
+            task_status.started(address)
+
+    def send(self, request: SendRequest) -> None:
+        hold = self.plan.outbound(request.target, len(request.data), trio.current_time())
+        if hold is None:
+            self.dropped["outbound"] += 1
+        elif hold == 0.0:
+            self.inner.send(request)
+        else:
+            self._delayed_tx.send_nowait((trio.current_time() + hold, request))
+
+    def connected_peers(self) -> set[PeerName]:
+        return {p for p in self.inner.connected_peers() if self.plan.accepts_from(p)}
+
+    async def _release_delayed(self, nursery: trio.Nursery) -> None:
+        async for due, request in self._delayed_rx:
+            nursery.start_soon(self._send_at, due, request)
+
+    async def _send_at(self, due: float, request: SendRequest) -> None:
+        await trio.sleep_until(due)
+        self.inner.send(request)
+
+    async def _filter_events(self) -> None:
+        async for event in self.inner.events:
+            if isinstance(event, ResponseReceived | RequestReceived) and not (
+                self.plan.accepts_from(event.peer)
+            ):
+                self.dropped["inbound"] += 1
+                continue
+            if isinstance(event, RequestReceived) and not self.plan.network_clear:
+                event = RequestReceived(event.peer, event.data, self._faulty_respond(event))
+            await self._events_tx.send(event)
+
+    def _faulty_respond(self, event: RequestReceived) -> Respond:
+        async def respond(data: bytes) -> None:
+            hold = self.plan.outbound(event.peer, len(data), trio.current_time())
+            if hold is None:
+                self.dropped["outbound"] += 1
+            elif hold:  # answer later without holding up the caller
+                self._nursery.start_soon(self._respond_at, trio.current_time() + hold, event, data)
+            else:
+                await event.respond(data)
+
+        return respond
+
+    @staticmethod
+    async def _respond_at(due: float, event: RequestReceived, data: bytes) -> None:
+        await trio.sleep_until(due)
+        await event.respond(data)
