@@ -189,6 +189,7 @@ class WorkerNode:
                 self.params.max_transaction_size,
                 self.metrics,
                 lambda: self.link_plan.settings.byzantine,
+                self._notify,
             )
             router = EventRouter(self._on_response, self._on_failure, self._requests_tx.send)
             async with trio.open_nursery() as nursery:

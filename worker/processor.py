@@ -35,6 +35,7 @@ class Processor:
         max_transaction_size: int,
         metrics: WorkerMetrics | None = None,
         behaviour: Callable[[], Byzantine] = Byzantine,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.reporter = reporter
@@ -45,10 +46,12 @@ class Processor:
         self.persisted: Counter[str] = Counter()  # by origin: "own" / "peer"
         self._metrics = metrics
         self._behaviour = behaviour
+        self._on_change = on_change  # lets the node's waiters re-check their conditions
 
     async def _persist(self, digest: bytes, data: bytes, origin: str) -> None:
         await trio.to_thread.run_sync(self.store.put, digest, data)
         self.persisted[origin] += 1
+        self._on_change()
         if self._metrics is not None:
             m = self._metrics
             m.child(m.persisted, origin=origin).inc()
@@ -64,10 +67,12 @@ class Processor:
             msg = wire.decode(event.data, self._max_message, self._max_tx)
         except wire.WireError as exc:
             self.rejections[exc.reason] += 1
+            self._on_change()
             await event.respond(wire.encode(wire.Reject(exc.reason)))
             return
         if not isinstance(msg, wire.Batch):
             self.rejections["unexpected_message"] += 1
+            self._on_change()
             await event.respond(wire.encode(wire.Reject("unexpected_message")))
             return
         byz = self._behaviour()
