@@ -124,7 +124,7 @@ class FaultBook:
 def _crash_recovery(action: CrashRecovery, pool: tuple[int, ...], resolve: _Resolver) -> list[Step]:
     steps, start, cycle = [], action.at, 0
     down_max = len(resolve(action.max_down, pool))
-    while start < action.until:
+    while start + action.period <= action.until:  # whole cycles only: every crash is rebooted
         order = resolve.rng.sample(list(pool), len(pool))[:down_max]
         third = max(1, math.ceil(down_max / 3))
         groups = [order[i : i + third] for i in range(0, down_max, third)][:3]
@@ -137,7 +137,7 @@ def _crash_recovery(action: CrashRecovery, pool: tuple[int, ...], resolve: _Reso
         )  # fmt: skip
         start += action.period
         cycle += 1
-    return [s for s in steps if s.at < action.until]
+    return steps
 
 
 def resolve(scenario: Scenario, names: list[str]) -> list[Step]:
