@@ -148,6 +148,8 @@ class WorkerNode:
         self._batch_ids = itertools.count()
         self._changed = trio.Event()
         self.records: list[QuorumRecord] = []
+        #: every digest this worker put on the wire (for the checker's "outsider" test)
+        self.sent_digests: set[str] = set()
         self.failures: dict[str, int] = {}
         self.unmatched_responses = 0
         self.sealed = {"size": 0, "timeout": 0}
@@ -243,6 +245,7 @@ class WorkerNode:
             data = wire.encode_batch(sealed.transactions)
             batch_id = next(self._batch_ids)
             self._inflight[batch_id] = _InFlight(data, wire.digest(data), sealed)
+            self.sent_digests.add(self._inflight[batch_id].digest.hex())
             self.batch_maker.submitted()
             self._apply(self.quorum.submit(batch_id, trio.current_time()))
 
@@ -265,6 +268,8 @@ class WorkerNode:
                     inflight.peers_sent.add(peer)
                     self._request_batch[request_id] = (batch_id, trio.current_time())
                     data = self._payload_for(inflight, peer)
+                    if data is not inflight.data:
+                        self.sent_digests.add(wire.digest(data).hex())
                     self.transport.send(SendRequest(request_id, peer, data))
                 case QuorumReached(batch_id, acked_by, stake):
                     self._quorum_reached(self._inflight[batch_id], acked_by, stake)
@@ -451,6 +456,11 @@ class WorkerNode:
             },
             "unmatched_responses": self.unmatched_responses,
         }
+
+    def stored_digests(self) -> dict[str, bool]:
+        """Every stored digest (hex) -> whether the stored bytes hash to it."""
+        assert self.store is not None and not self.store.closed
+        return {key.hex(): wire.digest(value) == key for key, value in self.store.items()}
 
     def records_json(self) -> list[dict[str, Any]]:
         return [asdict(r) for r in self.records]

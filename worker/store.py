@@ -30,6 +30,10 @@ class BatchStore:
         with self._db.iterator(include_value=False) as it:
             yield from it
 
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        with self._db.iterator() as it:
+            yield from it
+
     def __len__(self) -> int:
         return sum(1 for _ in self.digests())
 
