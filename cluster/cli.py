@@ -178,6 +178,84 @@ def local(
 
 
 @app.command()
+def run(
+    nodes: Annotated[int, typer.Option(min=1, help="Authorities.")] = 4,
+    workers: Annotated[int, typer.Option(min=1, help="Workers per authority.")] = 1,
+    rate: Annotated[int, typer.Option(min=1, help="Total input rate (tx/s).")] = 50_000,
+    tx_size: Annotated[int, typer.Option(min=9, help="Transaction size (bytes).")] = 512,
+    duration: Annotated[float, typer.Option(min=1, help="Load duration (s).")] = 30,
+    faults: Annotated[int, typer.Option(min=0, help="Authorities that never boot.")] = 0,
+    transport: Annotated[str | None, typer.Option(help="tcp or libp2p.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Bytes that seal a batch.")] = None,
+    max_batch_delay: Annotated[int | None, typer.Option(help="ms before sealing.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "--parameters", help="Parameters file.")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Join a Ray cluster ('auto' or host:port).")
+    ] = None,
+    store_dir: Annotated[Path | None, typer.Option(help="Keep the stores here.")] = None,
+    drain_timeout: Annotated[
+        float, typer.Option(min=0, help="Max s to wait for in-flight batches after the load.")
+    ] = 30,
+    results_dir: Annotated[Path, typer.Option(help="Where results/<time>/ goes.")] = Path(
+        "results"
+    ),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a committee as Ray actors (embedded Ray, or --address) and print the summary."""
+    from cluster.ray_connect import RayUnavailable
+    from cluster.ray_driver import RayRunConfig, run_ray
+    from cluster.ray_progress import RichObserver
+    from cluster.ray_report import format_run_summary, write_results
+    from cluster.summary import write_json
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    if faults >= nodes:
+        _fail("--faults must be smaller than --nodes")
+    params = _parameters(
+        config, transport=transport, batch_size=batch_size, max_batch_delay=max_batch_delay
+    )
+    cfg = RayRunConfig(
+        nodes=nodes,
+        workers=workers,
+        rate=rate,
+        tx_size=tx_size,
+        duration=duration,
+        faults=faults,
+        params=params,
+        store_dir=store_dir,
+        drain_timeout=drain_timeout,
+        address=address,
+    )
+    err.print(
+        f"starting {nodes - faults} of {nodes} authorities x {workers} worker(s) on "
+        f"{'Ray at ' + address if address else 'an embedded Ray'} over {params.transport}, "
+        f"{rate:,} tx/s of {tx_size} B for {duration:g} s"
+    )
+    try:
+        summary = run_ray(cfg, RichObserver(err))
+    except RayUnavailable as exc:
+        _fail(str(exc))
+    typer.echo(format_run_summary(summary))
+    agreement = summary["digest_agreement"]
+    typer.echo(
+        f"Digest agreement: {'OK' if agreement['ok'] else 'FAILED'} "
+        f"({agreement['batches_checked']} batches checked)"
+    )
+    for problem in agreement["problems"]:
+        typer.echo(f"  {problem}")
+    path = write_results(summary, results_dir)
+    typer.echo(f"Results: {path}")
+    if json_out:
+        write_json(summary, json_out)
+        err.print(f"summary written to {json_out}")
+    if not agreement["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def node(
     committee_file: Annotated[Path, typer.Option("--committee", help="Committee file.")],
     key_file: Annotated[Path, typer.Option("--keys", help="This authority's key file.")],
@@ -210,7 +288,9 @@ def node(
                 await nursery.start(DigestCollector(host, port).serve)
             for wid in ids:
                 info = await nursery.start(
-                    WorkerNode(comm, pair.name, wid, params, store / f"worker-{wid}").run
+                    WorkerNode(
+                        comm, pair.name, wid, params, store / f"worker-{wid}", keypair=pair
+                    ).run
                 )
                 typer.echo(json.dumps(info), file=sys.stdout)
                 sys.stdout.flush()

@@ -28,7 +28,7 @@ from cluster.summary import summarize
 from metrics.service_discovery import MetricsTarget, write_targets
 from worker.config import Committee, Parameters
 from worker.digest_collector import DigestCollector
-from worker.keys import short_name
+from worker.keys import KeyPair, short_name
 from worker.node import WorkerNode
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,15 @@ class LocalRunConfig:
 
 # -- the authority process ----------------------------------------------------------------
 def authority_process(
-    committee_json: str, params_json: str, name: str, store_dir: str, conn: Connection
+    committee_json: str, params_json: str, seed: bytes, store_dir: str, conn: Connection
 ) -> None:
     """Entry point of one authority's process (spawned)."""
     logging.basicConfig(level=logging.WARNING)
     committee = Committee.model_validate_json(committee_json)
     params = Parameters.model_validate_json(params_json)
+    keypair = KeyPair.generate(seed)
     try:
-        results = trio.run(_authority_main, committee, params, name, Path(store_dir), conn)
+        results = trio.run(_authority_main, committee, params, keypair, Path(store_dir), conn)
         conn.send(("results", results))
     except Exception as exc:  # report, so the driver fails with the cause
         conn.send(("error", repr(exc)))
@@ -87,9 +88,23 @@ async def _recv(conn: Connection) -> Any:
     return await trio.to_thread.run_sync(conn.recv, abandon_on_cancel=True)
 
 
+async def _discover(nodes: list[WorkerNode], peers: dict[int, dict[str, str]]) -> None:
+    """Hand every worker its peers' listen addresses; return once all are connected."""
+    for node in nodes:
+        add = getattr(node.transport, "add_peer_addr", None)
+        wait = getattr(node.transport, "wait_discovery", None)
+        if add is None or wait is None:
+            continue  # TCP: dials the committee's addresses, nothing to learn
+        live = {p: a for p, a in peers.get(node.worker_id, {}).items() if p != node.name}
+        for peer, address in live.items():
+            add(peer, address)
+        await wait(set(live))  # authorities that never booted are not waited for
+
+
 async def _authority_main(
-    committee: Committee, params: Parameters, name: str, store_dir: Path, conn: Connection
+    committee: Committee, params: Parameters, keypair: KeyPair, store_dir: Path, conn: Connection
 ) -> dict[str, Any]:
+    name = keypair.name
     host, port = committee.authorities[name].primary.hostport
     collector = DigestCollector(host, port)
     nodes = [
@@ -97,6 +112,7 @@ async def _authority_main(
             committee, name, wid, params,
             store_dir / f"{name[:8]}-w{wid}".replace("/", "_"),
             metrics_address=(committee.worker(name, wid).transactions_hostport[0], 0),
+            keypair=keypair,
         )
         for wid in sorted(committee.authorities[name].workers)
     ]  # fmt: skip
@@ -104,6 +120,10 @@ async def _authority_main(
         await nursery.start(collector.serve)
         infos = [await nursery.start(node.run) for node in nodes]
         conn.send(("ready", infos))
+        _, peers, timeout = await _recv(conn)
+        with trio.fail_after(timeout):
+            await _discover(nodes, peers)
+        conn.send(("discovered", True))
         _, drain_timeout = await _recv(conn)
         with trio.move_on_after(drain_timeout):
             for node in nodes:
@@ -177,19 +197,20 @@ def run_local(cfg: LocalRunConfig, progress: Any = None) -> dict[str, Any]:
             "faults=%d of %d nodes: more than f, no batch can reach quorum", cfg.faults, cfg.nodes
         )
     committee, keys = make_local_committee(cfg.nodes, cfg.workers)
-    live = [k.name for k in keys][: cfg.nodes - cfg.faults]  # the last f never boot
+    live_keys = keys[: cfg.nodes - cfg.faults]  # the last f never boot
+    live = [k.name for k in live_keys]
     store_root = cfg.store_dir or Path(tempfile.mkdtemp(prefix="narwhal-local-"))
     ctx = mp.get_context("spawn")
     procs: list[tuple[mp.process.BaseProcess, Connection]] = []
     try:
-        for name in live:
+        for key in live_keys:
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=authority_process,
                 args=(
                     committee.model_dump_json(),
                     cfg.params.model_dump_json(),
-                    name,
+                    key.seed,
                     str(store_root),
                     child,
                 ),
@@ -198,6 +219,13 @@ def run_local(cfg: LocalRunConfig, progress: Any = None) -> dict[str, Any]:
             proc.start()
             procs.append((proc, parent))
         infos = [i for p, c in procs for i in _expect(c, p, "ready", cfg.startup_timeout)]
+        peers: dict[int, dict[str, str]] = {}
+        for info in infos:
+            peers.setdefault(info["worker_id"], {})[info["authority"]] = info["worker_to_worker"]
+        for _, conn in procs:
+            conn.send(("peers", peers, cfg.startup_timeout))
+        for proc, conn in procs:
+            _expect(conn, proc, "discovered", cfg.startup_timeout + 10)
         if cfg.targets_file is not None:
             write_targets(cfg.targets_file, _metrics_targets(infos))
         if cfg.on_ready is not None:

@@ -27,6 +27,7 @@ TEST_PARAMS = Parameters(
     max_message_size=1 << 20,
     max_transaction_size=4096,
     sync_writes=False,
+    transport="tcp",
 )
 
 

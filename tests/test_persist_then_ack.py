@@ -33,6 +33,7 @@ async def test_batch_is_on_disk_when_acked(tmp_path: Path) -> None:
     committee, keys = make_local_committee(4, 1)
     sender, receiver = keys[0], keys[1]
     save_model(committee, tmp_path / "committee.json")
+    save_model(Parameters(transport="tcp"), tmp_path / "parameters.json")
     receiver.save(tmp_path / "receiver.json")
     store_dir = tmp_path / "store"
     cmd = [
@@ -40,13 +41,14 @@ async def test_batch_is_on_disk_when_acked(tmp_path: Path) -> None:
         "--committee", str(tmp_path / "committee.json"),
         "--keys", str(tmp_path / "receiver.json"),
         "--store", str(store_dir),
+        "--parameters", str(tmp_path / "parameters.json"),
     ]  # fmt: skip
     proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE)
     try:
         with trio.fail_after(60):
             info = json.loads(await _read_line(proc))
         assert info["authority"] == receiver.name
-        transport = TcpTransport(committee, sender.name, 0, Parameters())
+        transport = TcpTransport(committee, sender.name, 0, Parameters(transport="tcp"))
         data = wire.encode_batch([b"\x01" + bytes(100) for _ in range(50)])
         async with trio.open_nursery() as nursery:
             await nursery.start(transport.serve)

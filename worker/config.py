@@ -184,7 +184,7 @@ class Parameters(_Strict):
     max_transaction_size: int = Field(default=128 * 1024, ge=9)
     channel_capacity: int = Field(default=1_000, ge=1)
     sync_writes: bool = True
-    transport: TransportName = "tcp"
+    transport: TransportName = "libp2p"
 
     @model_validator(mode="after")
     def _coherent(self) -> Parameters:

@@ -27,7 +27,7 @@ from worker.batch_maker_task import BatchMakerTask
 from worker.config import Committee, Parameters
 from worker.faults import FaultSettings, LinkPlan
 from worker.intake import TransactionIntake
-from worker.keys import short_name
+from worker.keys import KeyPair, short_name
 from worker.primary_link import PrimaryReporter
 from worker.processor import Processor
 from worker.quorum_waiter import (
@@ -87,13 +87,32 @@ def _stake_buckets(committee: Committee) -> list[float]:
 
 
 def make_transport(
-    committee: Committee, name: str, worker_id: int, params: Parameters, **kwargs: Any
+    committee: Committee,
+    name: str,
+    worker_id: int,
+    params: Parameters,
+    keypair: KeyPair | None,
+    key_dir: Path,
 ) -> Transport:
+    """The configured transport, listening on the committee's worker-to-worker address."""
     if params.transport == "tcp":
         from worker.transport.tcp import TcpTransport
 
-        return TcpTransport(committee, name, worker_id, params, **kwargs)
-    raise NotImplementedError(f"transport {params.transport!r} is not available yet")
+        return TcpTransport(committee, name, worker_id, params)
+    if keypair is None or keypair.name != name:
+        raise ValueError("the libp2p transport needs this authority's key pair")
+    from worker.transport.libp2p_transport import Libp2pTransport
+
+    host, port = committee.worker(name, worker_id).worker_hostport
+    return Libp2pTransport(
+        committee, name, worker_id, params, keypair, key_dir, listen_host=host, listen_port=port
+    )
+
+
+def libp2p_key_dir(store_dir: str | Path) -> Path:
+    """Beside the store (`<store>.libp2p`): a worker restarted on its store keeps its PeerId."""
+    path = Path(store_dir)
+    return path.with_name(path.name + ".libp2p")
 
 
 class WorkerNode:
@@ -106,8 +125,10 @@ class WorkerNode:
         store_dir: str | Path,
         transport: Transport | None = None,
         metrics_address: tuple[str, int] | None = None,
+        keypair: KeyPair | None = None,
     ) -> None:
-        """`metrics_address`: serve Prometheus metrics there (port 0: any free port)."""
+        """`metrics_address`: serve Prometheus metrics there (port 0: any free port).
+        `keypair`: the authority's keys (the libp2p handshake signs with them)."""
         if name not in committee.authorities:
             raise ValueError(f"authority {name} is not in the committee")
         self.committee, self.name, self.worker_id, self.params = committee, name, worker_id, params
@@ -115,7 +136,18 @@ class WorkerNode:
         self.store_dir = Path(store_dir)
         self.link_plan = LinkPlan()
         self.transport = FaultyTransport(
-            transport or make_transport(committee, name, worker_id, params), self.link_plan
+            transport
+            or make_transport(
+                committee,
+                name,
+                worker_id,
+                params,
+                keypair,
+                self.store_dir.parent
+                / "libp2p-keys"
+                / f"{short_name(name).replace('/', '_')}-w{worker_id}",
+            ),
+            self.link_plan,
         )
         self._faults_changed = trio.Event()
         self.peers = [peer for peer, _ in committee.peer_workers(name, worker_id)]

@@ -1,0 +1,168 @@
+"""Building the worker's libp2p host: TCP + Noise + Yamux only, with a persisted identity.
+
+py-libp2p's defaults accept plaintext and mplex (see docs/libp2p-protocol.md), so the
+security and muxer options are always explicit here. The host identity is an ed25519
+key of its own, separate from the authority key, kept in `key_dir` so a restarted
+worker keeps its PeerId.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, IMultiselectCommunicator, INetConn, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair as HostKeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import StreamHandlerFn, TProtocol
+from libp2p.identity_utils import load_identity, save_identity
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.protocol_muxer.multiselect import PROTOCOL_NOT_FOUND_MSG, Multiselect
+from libp2p.protocol_muxer.multiselect_client import MultiselectClient
+from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+IDENTITY_FILE = "libp2p_identity.key"
+NEGOTIATE_TIMEOUT = 10
+
+
+def load_or_create_identity(key_dir: Path) -> HostKeyPair:
+    """The host key from `key_dir`, created (atomically, mode 0600) on first use."""
+    path = Path(key_dir) / IDENTITY_FILE
+    if path.exists():
+        return load_identity(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pair = create_new_key_pair()
+    tmp = path.with_suffix(".tmp")
+    save_identity(pair, tmp)
+    os.replace(tmp, path)
+    return pair
+
+
+def peer_id_of(key_dir: Path) -> str:
+    """The PeerId a transport using `key_dir` will have (creating its key if needed)."""
+    return str(ID.from_pubkey(load_or_create_identity(key_dir).public_key))
+
+
+def tcp_multiaddr(host: str, port: int, peer_id: str) -> str:
+    return f"/ip4/{host}/tcp/{port}/p2p/{peer_id}"
+
+
+def connection_config() -> ConnectionConfig:
+    """One connection per peer avoids the extra 250 ms happy-eyeballs dial delay."""
+    return ConnectionConfig(max_connections_per_peer=1)
+
+
+def build_host(identity: HostKeyPair) -> IHost:
+    """A host that negotiates Noise and Yamux only: plaintext and mplex peers cannot connect."""
+    noise = NoiseTransport(identity, noise_privkey=create_x25519_key_pair().private_key)
+    return new_host(
+        key_pair=identity,
+        sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        connection_config=connection_config(),
+        negotiate_timeout=NEGOTIATE_TIMEOUT,
+    )
+
+
+def listen_addr(host: str, port: int = 0) -> multiaddr.Multiaddr:
+    return multiaddr.Multiaddr(f"/ip4/{host}/tcp/{port}")
+
+
+def dialable_addr(host: IHost) -> str:
+    """The bound TCP address (real port, never 0) with the `/p2p/<PeerId>` suffix."""
+    for addr in host.get_addrs():
+        text = str(addr)
+        if "/tcp/" in text and "/tcp/0/" not in text:
+            return text if "/p2p/" in text else f"{text}/p2p/{host.get_id()}"
+    raise RuntimeError("the host has no bound TCP address")
+
+
+async def open_stream_on(conn: INetConn, protocol: TProtocol) -> INetStream:
+    """Open a stream on one given connection (not the swarm's pick): handshakes are per
+    connection, so the stream must travel on the connection it vouches for."""
+    stream = await conn.new_stream()
+    try:
+        chosen = await MultiselectClient().select_one_of(
+            [protocol], MultiselectCommunicator(stream), NEGOTIATE_TIMEOUT
+        )
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await reset_quietly(stream)
+        raise
+    stream.set_protocol(chosen)
+    return stream
+
+
+async def reset_quietly(stream: INetStream) -> None:
+    with contextlib.suppress(Exception):
+        await stream.reset()
+
+
+async def close_quietly(conn: INetConn) -> None:
+    with contextlib.suppress(Exception):
+        await conn.close()
+
+
+def peer_of(stream: INetStream) -> ID:
+    return stream.muxed_conn.peer_id
+
+
+class _ObservingCommunicator(IMultiselectCommunicator):
+    """Sees every multistream-select answer, so refusals ("na") can be counted."""
+
+    def __init__(self, inner: IMultiselectCommunicator, on_refused: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_refused = on_refused
+
+    async def write(self, msg_str: str) -> None:
+        if msg_str == PROTOCOL_NOT_FOUND_MSG:
+            self._on_refused()
+        await self._inner.write(msg_str)
+
+    async def read(self) -> str:
+        return await self._inner.read()
+
+
+class CountingMultiselect(Multiselect):
+    """The host's protocol table, counting proposals of protocols it does not serve."""
+
+    def __init__(
+        self,
+        handlers: dict[TProtocol | None, StreamHandlerFn | None],
+        on_refused: Callable[[], None],
+    ) -> None:
+        super().__init__(handlers)
+        self._on_refused = on_refused
+
+    async def negotiate(
+        self, communicator: IMultiselectCommunicator, negotiate_timeout: int = NEGOTIATE_TIMEOUT
+    ) -> tuple[TProtocol | None, StreamHandlerFn | None]:
+        observed = _ObservingCommunicator(communicator, self._on_refused)
+        return await super().negotiate(observed, negotiate_timeout)
+
+
+def count_unknown_protocols(host: IHost, on_refused: Callable[[], None]) -> None:
+    """Swap in a multiselect that reports refused protocol ids (same handler table)."""
+    current = host.get_mux()
+    host.multiselect = CountingMultiselect(current.handlers, on_refused)  # type: ignore[attr-defined]
+
+
+def parse_peer_addr(addr: str) -> tuple[ID, multiaddr.Multiaddr]:
+    """Split `/ip4/../tcp/../p2p/<id>` into the PeerId and the transport address."""
+    maddr = multiaddr.Multiaddr(addr)
+    peer = maddr.value_for_protocol("p2p")
+    if not peer:
+        raise ValueError(f"multiaddr without /p2p/<PeerId>: {addr}")
+    transport = multiaddr.Multiaddr(addr.split("/p2p/")[0])
+    return ID.from_base58(str(peer)), transport
