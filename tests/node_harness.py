@@ -35,6 +35,7 @@ TEST_PARAMS = Parameters(
 class Authority:
     name: str
     node: WorkerNode | None = None
+    info: dict | None = None
     collector: DigestCollector | None = None
     cancel: trio.CancelScope | None = None
 
@@ -63,13 +64,14 @@ class Cluster:
         auth.node = WorkerNode(
             self.committee, auth.name, 0, self.params, self.root / f"a{index}",
             metrics_address=("127.0.0.1", 0) if metrics else None,
+            keypair=self.keys[index],
         )  # fmt: skip
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             with scope:
                 async with trio.open_nursery() as inner:
                     await inner.start(auth.collector.serve)
-                    await inner.start(auth.node.run)
+                    auth.info = await inner.start(auth.node.run)
                     task_status.started()
 
         await self.nursery.start(run)
