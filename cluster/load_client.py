@@ -8,6 +8,7 @@ missed target and warned about.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import time
@@ -30,6 +31,7 @@ class ClientReport:
     tx_size: int
     sent: int = 0
     missed_bursts: int = 0
+    reconnects: int = 0
     started_at: float = 0.0
     ended_at: float = 0.0
     samples: dict[int, float] = field(default_factory=dict)  # counter -> wall send time
@@ -41,6 +43,7 @@ class ClientReport:
             "tx_size": self.tx_size,
             "sent": self.sent,
             "missed_bursts": self.missed_bursts,
+            "reconnects": self.reconnects,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "samples": {str(k): v for k, v in self.samples.items()},
@@ -87,18 +90,30 @@ async def run_load_client(
     burst = max(1, rate // PRECISION)
     report = ClientReport(address, rate, tx_size)
     builder = BurstBuilder(burst, tx_size)
-    stream = await _connect(host, int(port), connect_timeout)
-    async with stream:
-        report.started_at = time.time()
-        start = trio.current_time()
-        slot = start
-        sample = 0
+    stream: trio.SocketStream | None = await _connect(host, int(port), connect_timeout)
+    report.started_at = time.time()
+    start = trio.current_time()
+    slot = start
+    sample = 0
+    try:
         while slot - start < duration:
-            sent_ns = time.time_ns()
-            payload = builder.build(sample, sent_ns)
-            report.samples[sample] = sent_ns / 1e9
-            await stream.send_all(payload)
-            report.sent += burst
+            if stream is None:  # the worker crashed: keep the schedule, redial per burst
+                with trio.move_on_at(slot):
+                    with contextlib.suppress(OSError):
+                        stream = await trio.open_tcp_stream(host, int(port))
+                        report.reconnects += 1
+            if stream is not None:
+                sent_ns = time.time_ns()
+                payload = builder.build(sample, sent_ns)
+                try:
+                    await stream.send_all(payload)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    log.warning("client %s lost its worker; reconnecting", address)
+                    await stream.aclose()
+                    stream = None
+                else:
+                    report.samples[sample] = sent_ns / 1e9
+                    report.sent += burst
             sample += 1
             slot += BURST_DURATION
             now = trio.current_time()
@@ -111,5 +126,8 @@ async def run_load_client(
                         report.missed_bursts,
                     )
             await trio.sleep_until(slot)
-        report.ended_at = time.time()
+    finally:
+        if stream is not None:
+            await stream.aclose()
+    report.ended_at = time.time()
     return report
