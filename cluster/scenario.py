@@ -118,15 +118,10 @@ Action = Annotated[
 
 
 class CommitteeShape(_Strict):
+    """Unit stakes (as the Ray committee deploys them)."""
+
     nodes: int = Field(default=4, ge=1)
     workers: int = Field(default=1, ge=1)
-    stakes: list[int] | None = None
-
-    @model_validator(mode="after")
-    def _stakes(self) -> CommitteeShape:
-        if self.stakes is not None and len(self.stakes) != self.nodes:
-            raise ValueError(f"stakes lists {len(self.stakes)} values for {self.nodes} nodes")
-        return self
 
 
 class Load(_Strict):

@@ -41,7 +41,7 @@ schedule:
         ("name: x\nduration: 10\nschedule: [{at: 11, action: crash}]\n", "after the end"),
         ("name: x\nschedule: [{at: 1, action: restart, targets: ref nope}]\n", "no earlier"),
         ("name: x\nschedule: [{at: 1, action: crash, targets: [9]}]\n", "index 9 >= nodes"),
-        ("name: x\ncommittee: {nodes: 4, stakes: [1, 2]}\n", "stakes lists 2 values"),
+        ("name: x\ncommittee: {nodes: 4, stakes: [1, 2]}\n", "committee.stakes: unknown key"),
         (
             "name: x\nschedule: [{at: 1, action: link, fault: {loss: 2}}]\n",
             "schedule.0.link.fault.loss",
