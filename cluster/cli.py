@@ -181,7 +181,7 @@ def local(
 def run(
     nodes: Annotated[int, typer.Option(min=1, help="Authorities.")] = 4,
     workers: Annotated[int, typer.Option(min=1, help="Workers per authority.")] = 1,
-    rate: Annotated[int, typer.Option(min=1, help="Total input rate (tx/s).")] = 50_000,
+    rate: Annotated[int, typer.Option(min=1, help="Total input rate (tx/s).")] = 20_000,
     tx_size: Annotated[int, typer.Option(min=9, help="Transaction size (bytes).")] = 512,
     duration: Annotated[float, typer.Option(min=1, help="Load duration (s).")] = 30,
     faults: Annotated[int, typer.Option(min=0, help="Authorities that never boot.")] = 0,
