@@ -202,9 +202,18 @@ def run(
         "results"
     ),
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary.")] = None,
+    prometheus: Annotated[
+        bool, typer.Option(help="Start a local Prometheus scraping the workers.")
+    ] = False,
+    scenario: Annotated[
+        Path | None, typer.Option(help="Run a fault scenario (see `narwhal-testbed scenarios`).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a committee as Ray actors (embedded Ray, or --address) and print the summary."""
+    if scenario is not None:
+        _run_scenario(scenario, address, results_dir)
+        return
     from cluster.ray_connect import RayUnavailable
     from cluster.ray_driver import RayRunConfig, run_ray
     from cluster.ray_progress import RichObserver
@@ -235,7 +244,10 @@ def run(
         f"{rate:,} tx/s of {tx_size} B for {duration:g} s"
     )
     try:
-        summary = run_ray(cfg, RichObserver(err))
+        with _local_prometheus(prometheus, "run") as targets:
+            if targets is not None:
+                cfg.targets_file, cfg.linger = targets, 2.5
+            summary = run_ray(cfg, RichObserver(err))
     except RayUnavailable as exc:
         _fail(str(exc))
     typer.echo(format_run_summary(summary))
@@ -253,6 +265,54 @@ def run(
         err.print(f"summary written to {json_out}")
     if not agreement["ok"]:
         raise typer.Exit(1)
+
+
+SHIPPED_SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def _find_scenario(path: Path) -> Path:
+    if path.exists():
+        return path
+    shipped = SHIPPED_SCENARIOS / f"{path.name.removesuffix('.yaml')}.yaml"
+    if shipped.exists():
+        return shipped
+    _fail(f"no scenario {path} (nor {shipped.name} in the shipped library)")
+    raise AssertionError("unreachable")
+
+
+def _run_scenario(path: Path, address: str | None, results_dir: Path) -> None:
+    from cluster.ray_connect import RayUnavailable
+    from cluster.scenario import ScenarioError, load_scenario
+    from cluster.scenario_run import run_scenario
+
+    logging.basicConfig(level=logging.ERROR)
+    try:
+        scenario = load_scenario(_find_scenario(path))
+    except ScenarioError as exc:
+        _fail(str(exc))
+    try:
+        outcome = run_scenario(scenario, results_dir, address, note=err.print)
+    except RayUnavailable as exc:
+        _fail(str(exc))
+    for check in outcome.checks:
+        mark = "[green]pass[/green]" if check["ok"] else "[red]FAIL[/red]"
+        err.print(f"  {mark}  {check['name']}: {check['evidence']}")
+    typer.echo(f"Verdict: {'PASS' if outcome.ok else 'FAIL'} ({outcome.verdict})")
+    typer.echo(f"Report: {outcome.out_dir}")
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def scenarios() -> None:
+    """List the shipped fault scenarios and what each expects."""
+    from cluster.scenario import load_scenario
+
+    for path in sorted(SHIPPED_SCENARIOS.glob("*.yaml")):
+        s = load_scenario(path)
+        expect = "violation found" if s.expect.violation else f"liveness {s.expect.liveness}"
+        typer.echo(f"{path.stem:<22} N={s.committee.nodes}  {s.duration:>4g}s  expect: {expect}")
+        typer.echo(f"{'':<22} {' '.join(s.description.split())}")
 
 
 @app.command()

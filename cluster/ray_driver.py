@@ -9,7 +9,9 @@ the actors are stopped (or killed) and an embedded Ray is shut down.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import ray
@@ -20,6 +22,8 @@ from cluster.ray_connect import connect
 from cluster.ray_load import RayLoad, per_client_rate
 from cluster.ray_placement import Placement, alive_nodes, plan_placement
 from cluster.ray_report import build_summary
+from metrics.service_discovery import MetricsTarget, write_targets
+from worker.keys import short_name
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +97,24 @@ def run_ray(cfg: RayRunConfig, observer: RunObserver | None = None) -> dict[str,
             ray.shutdown()
 
 
+def write_ray_targets(committee: RayCommittee, path: Path) -> None:
+    """Prometheus file-SD targets for every running worker (rewritten after restarts)."""
+    write_targets(
+        path,
+        [
+            MetricsTarget(s.info["metrics"], short_name(s.authority), s.worker_id)
+            for s in committee.workers
+            if s.actor is not None and s.info.get("metrics")
+        ],
+    )
+
+
 def _run(cfg: RayRunConfig, committee: RayCommittee, observer: RunObserver) -> dict[str, Any]:
     committee.deploy(cfg.startup_timeout)
+    if cfg.targets_file is not None:
+        write_ray_targets(committee, cfg.targets_file)
+    if cfg.on_ready is not None:
+        cfg.on_ready()
     observer.note(
         f"{len(committee.live_workers)} worker(s) listening, discovery complete over "
         f"{cfg.params.transport}"
@@ -110,6 +130,7 @@ def _run(cfg: RayRunConfig, committee: RayCommittee, observer: RunObserver) -> d
     finally:
         load.stop()
     drained = committee.drain(cfg.drain_timeout)
+    time.sleep(cfg.linger)  # let a scraper take its last sample
     workers, collectors = committee.collect()
     stopped = committee.stop(remove_stores=cfg.store_dir is None)
     if not all(s["store_closed"] for s in stopped):

@@ -1,4 +1,4 @@
-"""The worker actor's transport: chosen by `Parameters.transport`, with discovery hooks.
+"""Discovery hooks of the worker actor's transport (built by `worker.node.make_transport`).
 
 TCP needs nothing beyond the committee (peers dial the committee's addresses, and a
 started worker is listening), so its discovery is complete once every worker started.
@@ -11,46 +11,11 @@ restarted on the same node keeps its PeerId.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import trio
 
-from worker.config import Committee, Parameters
-from worker.keys import KeyPair
 from worker.transport.base import Transport
-
-LIBP2P_KEY_DIR = "libp2p"
-
-
-def build_transport(
-    committee: Committee,
-    name: str,
-    worker_id: int,
-    params: Parameters,
-    host: str,
-    store_dir: Path,
-    keypair: KeyPair | None,
-) -> Transport:
-    if params.transport == "tcp":
-        from worker.transport.tcp import TcpTransport
-
-        return TcpTransport(committee, name, worker_id, params, bind_host=host)
-    if params.transport == "libp2p":
-        if keypair is None:
-            raise ValueError("the libp2p transport needs the authority's key pair")
-        from worker.transport.libp2p_transport import Libp2pTransport
-
-        return Libp2pTransport(
-            committee,
-            name,
-            worker_id,
-            params,
-            keypair,
-            store_dir / LIBP2P_KEY_DIR,
-            listen_host=host,
-        )
-    raise ValueError(f"unknown transport {params.transport!r}")
 
 
 def peer_id(transport: Transport) -> str | None:

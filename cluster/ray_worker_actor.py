@@ -23,8 +23,10 @@ from cluster.local_committee import free_ports
 from cluster.ray_process import location, normal_priority
 from cluster.trio_thread import TrioThread
 from worker.config import Committee, Parameters
+from worker.faults import FaultSettings
+from worker.impersonator import impersonate
 from worker.keys import KeyPair
-from worker.node import WorkerNode
+from worker.node import WorkerNode, libp2p_key_dir
 
 #: Actor methods that may run while another blocks (progress during a drain).
 MAX_CONCURRENCY = 4
@@ -60,12 +62,10 @@ class WorkerActor:
         keypair = KeyPair.generate(key_seed) if key_seed is not None else None
 
         def build() -> WorkerNode:  # in the loop: the node reads trio's clock
-            transport = ray_transport.build_transport(
-                committee, self.name, self.worker_id, params, self.host, self.store_dir, keypair
-            )
             return WorkerNode(
-                committee, self.name, self.worker_id, params, self.store_dir, transport
-            )
+                committee, self.name, self.worker_id, params, self.store_dir,
+                metrics_address=(self.host, 0), keypair=keypair,
+            )  # fmt: skip
 
         loop = TrioThread(name=f"worker-{self.worker_id}")
         loop.start()
@@ -76,6 +76,7 @@ class WorkerActor:
             loop.stop()
             raise
         self._loop, self._node = loop, node
+        self._committee, self._params, self._keypair = committee, params, keypair
         self._peers = {peer for peer, _ in committee.peer_workers(self.name, self.worker_id)}
         return {
             **info,
@@ -92,6 +93,7 @@ class WorkerActor:
         closed = store is None or store.closed
         if remove_store and closed:
             shutil.rmtree(self.store_dir, ignore_errors=True)
+            shutil.rmtree(libp2p_key_dir(self.store_dir), ignore_errors=True)
             with contextlib.suppress(OSError):  # the run's directory, once its last store left
                 self.store_dir.parent.rmdir()
         return {"store_closed": closed, "crashed": repr(self._loop.error) if self._loop else None}
@@ -165,6 +167,35 @@ class WorkerActor:
         node, loop = self._running()
         assert node.store is not None
         return loop.run_sync(len, node.store)
+
+    # -- faults and evidence (scenarios) --------------------------------------------------
+    def set_faults(self, settings_json: str) -> None:
+        """Apply a scenario's fault settings for this worker (empty: honest and healthy)."""
+        node, loop = self._running()
+        loop.run_sync(node.set_faults, FaultSettings.model_validate_json(settings_json))
+
+    def evidence(self) -> dict[str, Any]:
+        """What the invariant checker reads: quorum records, the store, what was sent."""
+        node, loop = self._running()
+        return loop.run_sync(
+            lambda: {
+                "authority": self.name,
+                "worker_id": self.worker_id,
+                "records": node.records_json(),
+                "stored": node.stored_digests(),
+                "sent": sorted(node.sent_digests),
+            }
+        )
+
+    def impersonate(self, victim: str, peer_addrs: dict[str, str]) -> dict[str, Any]:
+        """An extra host of this (Byzantine) authority claims to be `victim`."""
+        _, loop = self._running()
+        own = self._keypair or KeyPair.generate()
+        key_dir = self.store_dir.with_name(self.store_dir.name + ".impostor")
+        return loop.run(
+            impersonate, self._committee, victim, self.worker_id, self._params, own,
+            key_dir, self.host, peer_addrs,
+        )  # fmt: skip
 
     def _running(self) -> tuple[WorkerNode, TrioThread]:
         if self._node is None or self._loop is None:
