@@ -183,7 +183,7 @@ class WorkerActor:
                 "worker_id": self.worker_id,
                 "records": node.records_json(),
                 "stored": node.stored_digests(),
-                "sent": sorted(node.sent_digests),
+                "sent": sorted(node.sent_digests()),
             }
         )
 

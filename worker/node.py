@@ -180,8 +180,6 @@ class WorkerNode:
         self._batch_ids = itertools.count()
         self._changed = trio.Event()
         self.records: list[QuorumRecord] = []
-        #: every digest this worker put on the wire (for the checker's "outsider" test)
-        self.sent_digests: set[str] = set()
         self.failures: dict[str, int] = {}
         self.unmatched_responses = 0
         self.sealed = {"size": 0, "timeout": 0}
@@ -277,7 +275,7 @@ class WorkerNode:
             data = wire.encode_batch(sealed.transactions)
             batch_id = next(self._batch_ids)
             self._inflight[batch_id] = _InFlight(data, wire.digest(data), sealed)
-            self.sent_digests.add(self._inflight[batch_id].digest.hex())
+            self._mark_sent(self._inflight[batch_id].digest)
             self.batch_maker.submitted()
             self._apply(self.quorum.submit(batch_id, trio.current_time()))
 
@@ -301,7 +299,7 @@ class WorkerNode:
                     self._request_batch[request_id] = (batch_id, trio.current_time())
                     data = self._payload_for(inflight, peer)
                     if data is not inflight.data:
-                        self.sent_digests.add(wire.digest(data).hex())
+                        self._mark_sent(wire.digest(data))
                     self.transport.send(SendRequest(request_id, peer, data))
                 case QuorumReached(batch_id, acked_by, stake):
                     self._quorum_reached(self._inflight[batch_id], acked_by, stake)
@@ -488,6 +486,15 @@ class WorkerNode:
             },
             "unmatched_responses": self.unmatched_responses,
         }
+
+    def _mark_sent(self, digest: bytes) -> None:
+        assert self.store is not None
+        self.store.mark_sent(digest)
+
+    def sent_digests(self) -> set[str]:
+        """Every digest this worker ever put on the wire, across restarts (hex)."""
+        assert self.store is not None and not self.store.closed
+        return {d.hex() for d in self.store.sent_digests()}
 
     def stored_digests(self) -> dict[str, bool]:
         """Every stored digest (hex) -> whether the stored bytes hash to it."""
