@@ -116,8 +116,10 @@ def _evidence(
     byzantine: set[str],
 ) -> tuple[Evidence, list[dict[str, Any]]]:  # fmt: skip
     slots = [s for s in committee.workers if s.actor is not None]
-    raw = get_within([s.actor.evidence.remote() for s in slots], CALL_TIMEOUT, "evidence")
+    # Reports first, stores second: a digest is stored before it is reported, so every
+    # reported digest is in a store read afterwards, even while late batches arrive.
     _, collectors = committee.collect(CALL_TIMEOUT)
+    raw = get_within([s.actor.evidence.remote() for s in slots], CALL_TIMEOUT, "evidence")
     workers = [
         WorkerEvidence(e["authority"], e["worker_id"], e["records"], e["stored"], set(e["sent"]))
         for e in raw
