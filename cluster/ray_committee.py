@@ -106,6 +106,11 @@ class RayCommittee:
         return [w for w in self.workers if w.authority in live]
 
     @property
+    def running_workers(self) -> list[WorkerSlot]:
+        """Live workers whose actor is up (not killed and awaiting a restart)."""
+        return [w for w in self.live_workers if w.actor is not None]
+
+    @property
     def live_authorities(self) -> list[AuthoritySlot]:
         return [a for a in self.authorities if a.live]
 
@@ -209,7 +214,7 @@ class RayCommittee:
 
     def discover(self, slots: list[WorkerSlot], timeout: float = 60.0) -> list[dict[str, Any]]:
         """Give `slots` and their peers each other's listen addresses; wait until linked."""
-        live = self.live_workers
+        live = self.running_workers
         fresh = {id(s) for s in slots}
         calls = []
         for slot in live:
@@ -252,19 +257,19 @@ class RayCommittee:
     # -- load, drain and results -----------------------------------------------------------------
     def progress(self, timeout: float = 5.0) -> dict[str, int]:
         figures = get_within(
-            [s.actor.progress.remote() for s in self.live_workers], timeout, "progress"
+            [s.actor.progress.remote() for s in self.running_workers], timeout, "progress"
         )
         return {k: sum(f[k] for f in figures) for k in ("transactions_received", "batches_quorum")}
 
     def drain(self, timeout: float) -> bool:
-        slots = self.live_workers
+        slots = self.running_workers
         return all(
             get_within([s.actor.drain.remote(timeout) for s in slots], timeout + 10, "drain")
         )
 
     def collect(self, timeout: float = 10.0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Workers' results and collectors' digests, once every sent report arrived."""
-        slots = self.live_workers
+        slots = self.running_workers
         sent = get_within(
             [s.actor.flush_reports.remote() for s in slots], timeout, "flushing reports"
         )
