@@ -26,6 +26,24 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
+# Options shared by `local` and `run`.
+Nodes = Annotated[int, typer.Option(min=1, help="Authorities.")]
+Workers = Annotated[int, typer.Option(min=1, help="Workers per authority.")]
+Rate = Annotated[int, typer.Option(min=1, help="Total input rate (tx/s).")]
+TxSize = Annotated[int, typer.Option(min=9, help="Transaction size (bytes).")]
+Duration = Annotated[float, typer.Option(min=1, help="Load duration (s).")]
+Faults = Annotated[int, typer.Option(min=0, help="Authorities that never boot.")]
+TransportOpt = Annotated[str | None, typer.Option(help="tcp or libp2p.")]
+BatchSize = Annotated[int | None, typer.Option(help="Bytes that seal a batch.")]
+MaxBatchDelay = Annotated[int | None, typer.Option(help="ms before sealing.")]
+StoreDir = Annotated[Path | None, typer.Option(help="Keep the stores here.")]
+DrainTimeout = Annotated[
+    float, typer.Option(min=0, help="Max s to wait for in-flight batches after the load.")
+]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the summary.")]
+Prometheus = Annotated[bool, typer.Option(help="Start a local Prometheus scraping the workers.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
+
 
 def _fail(message: str) -> None:
     err.print(f"[red]error:[/red] {message}")
@@ -61,7 +79,7 @@ def keys(
 def committee(
     out_dir: Annotated[Path, typer.Argument(help="Directory for committee.json and keys.")],
     nodes: Annotated[int, typer.Option(min=1, help="Authorities (N = 3f+1).")] = 4,
-    workers: Annotated[int, typer.Option(min=1, help="Workers per authority.")] = 1,
+    workers: Workers = 1,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Write a local committee of N authorities x W workers on free ports, with their keys."""
@@ -121,25 +139,21 @@ def _local_prometheus(enabled: bool, label: str) -> Iterator[Path | None]:
 
 @app.command()
 def local(
-    nodes: Annotated[int, typer.Option(min=1, help="Authorities.")] = 4,
-    workers: Annotated[int, typer.Option(min=1, help="Workers per authority.")] = 1,
-    rate: Annotated[int, typer.Option(min=1, help="Total input rate (tx/s).")] = 20_000,
-    tx_size: Annotated[int, typer.Option(min=9, help="Transaction size (bytes).")] = 512,
-    duration: Annotated[float, typer.Option(min=1, help="Load duration (s).")] = 20,
-    faults: Annotated[int, typer.Option(min=0, help="Authorities that never boot.")] = 0,
-    transport: Annotated[str | None, typer.Option(help="tcp or libp2p.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Bytes that seal a batch.")] = None,
-    max_batch_delay: Annotated[int | None, typer.Option(help="ms before sealing.")] = None,
+    nodes: Nodes = 4,
+    workers: Workers = 1,
+    rate: Rate = 20_000,
+    tx_size: TxSize = 512,
+    duration: Duration = 20,
+    faults: Faults = 0,
+    transport: TransportOpt = None,
+    batch_size: BatchSize = None,
+    max_batch_delay: MaxBatchDelay = None,
     parameters: Annotated[Path | None, typer.Option(help="Parameters file.")] = None,
-    store_dir: Annotated[Path | None, typer.Option(help="Keep the stores here.")] = None,
-    drain_timeout: Annotated[
-        float, typer.Option(min=0, help="Max s to wait for in-flight batches after the load.")
-    ] = 30,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary.")] = None,
-    prometheus: Annotated[
-        bool, typer.Option(help="Start a local Prometheus scraping the workers.")
-    ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    store_dir: StoreDir = None,
+    drain_timeout: DrainTimeout = 30,
+    json_out: JsonOut = None,
+    prometheus: Prometheus = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run a committee as local processes (no Ray) and print the benchmark summary."""
     from cluster.local_run import LocalRunConfig, run_local
@@ -179,36 +193,32 @@ def local(
 
 @app.command()
 def run(
-    nodes: Annotated[int, typer.Option(min=1, help="Authorities.")] = 4,
-    workers: Annotated[int, typer.Option(min=1, help="Workers per authority.")] = 1,
-    rate: Annotated[int, typer.Option(min=1, help="Total input rate (tx/s).")] = 20_000,
-    tx_size: Annotated[int, typer.Option(min=9, help="Transaction size (bytes).")] = 512,
-    duration: Annotated[float, typer.Option(min=1, help="Load duration (s).")] = 30,
-    faults: Annotated[int, typer.Option(min=0, help="Authorities that never boot.")] = 0,
-    transport: Annotated[str | None, typer.Option(help="tcp or libp2p.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Bytes that seal a batch.")] = None,
-    max_batch_delay: Annotated[int | None, typer.Option(help="ms before sealing.")] = None,
+    nodes: Nodes = 4,
+    workers: Workers = 1,
+    rate: Rate = 20_000,
+    tx_size: TxSize = 512,
+    duration: Duration = 30,
+    faults: Faults = 0,
+    transport: TransportOpt = None,
+    batch_size: BatchSize = None,
+    max_batch_delay: MaxBatchDelay = None,
     config: Annotated[
         Path | None, typer.Option("--config", "--parameters", help="Parameters file.")
     ] = None,
     address: Annotated[
         str | None, typer.Option(help="Join a Ray cluster ('auto' or host:port).")
     ] = None,
-    store_dir: Annotated[Path | None, typer.Option(help="Keep the stores here.")] = None,
-    drain_timeout: Annotated[
-        float, typer.Option(min=0, help="Max s to wait for in-flight batches after the load.")
-    ] = 30,
+    store_dir: StoreDir = None,
+    drain_timeout: DrainTimeout = 30,
     results_dir: Annotated[Path, typer.Option(help="Where results/<time>/ goes.")] = Path(
         "results"
     ),
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary.")] = None,
-    prometheus: Annotated[
-        bool, typer.Option(help="Start a local Prometheus scraping the workers.")
-    ] = False,
+    json_out: JsonOut = None,
+    prometheus: Prometheus = False,
     scenario: Annotated[
         Path | None, typer.Option(help="Run a fault scenario (see `narwhal-testbed scenarios`).")
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run a committee as Ray actors (embedded Ray, or --address) and print the summary."""
     if scenario is not None:
