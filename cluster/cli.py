@@ -137,6 +137,30 @@ def _local_prometheus(enabled: bool, label: str) -> Iterator[Path | None]:
         server.stop()
 
 
+def _conclude(
+    summary: dict[str, Any], json_out: Path | None, results_dir: Path | None = None
+) -> None:
+    """The digest-agreement verdict, the result files, and a failing exit if they disagree."""
+    from cluster.summary import write_json
+
+    agreement = summary["digest_agreement"]
+    typer.echo(
+        f"Digest agreement: {'OK' if agreement['ok'] else 'FAILED'} "
+        f"({agreement['batches_checked']} batches checked)"
+    )
+    for problem in agreement["problems"]:
+        typer.echo(f"  {problem}")
+    if results_dir is not None:
+        from cluster.ray_report import write_results
+
+        typer.echo(f"Results: {write_results(summary, results_dir)}")
+    if json_out:
+        write_json(summary, json_out)
+        err.print(f"summary written to {json_out}")
+    if not agreement["ok"]:
+        raise typer.Exit(1)
+
+
 @app.command()
 def local(
     nodes: Nodes = 4,
@@ -157,7 +181,7 @@ def local(
 ) -> None:
     """Run a committee as local processes (no Ray) and print the benchmark summary."""
     from cluster.local_run import LocalRunConfig, run_local
-    from cluster.summary import format_summary, write_json
+    from cluster.summary import format_summary
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     if faults >= nodes:
@@ -177,18 +201,7 @@ def local(
             cfg.targets_file, cfg.linger = targets, 2.5
         summary = run_local(cfg, progress=_progress_task("load"))
     typer.echo(format_summary(summary))
-    agreement = summary["digest_agreement"]
-    typer.echo(
-        f"Digest agreement: {'OK' if agreement['ok'] else 'FAILED'} "
-        f"({agreement['batches_checked']} batches checked)"
-    )
-    for problem in agreement["problems"]:
-        typer.echo(f"  {problem}")
-    if json_out:
-        write_json(summary, json_out)
-        err.print(f"summary written to {json_out}")
-    if not agreement["ok"]:
-        raise typer.Exit(1)
+    _conclude(summary, json_out)
 
 
 @app.command()
@@ -227,8 +240,7 @@ def run(
     from cluster.ray_connect import RayUnavailable
     from cluster.ray_driver import RayRunConfig, run_ray
     from cluster.ray_progress import RichObserver
-    from cluster.ray_report import format_run_summary, write_results
-    from cluster.summary import write_json
+    from cluster.ray_report import format_run_summary
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     if faults >= nodes:
@@ -261,20 +273,7 @@ def run(
     except RayUnavailable as exc:
         _fail(str(exc))
     typer.echo(format_run_summary(summary))
-    agreement = summary["digest_agreement"]
-    typer.echo(
-        f"Digest agreement: {'OK' if agreement['ok'] else 'FAILED'} "
-        f"({agreement['batches_checked']} batches checked)"
-    )
-    for problem in agreement["problems"]:
-        typer.echo(f"  {problem}")
-    path = write_results(summary, results_dir)
-    typer.echo(f"Results: {path}")
-    if json_out:
-        write_json(summary, json_out)
-        err.print(f"summary written to {json_out}")
-    if not agreement["ok"]:
-        raise typer.Exit(1)
+    _conclude(summary, json_out, results_dir=results_dir)
 
 
 SHIPPED_SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"

@@ -131,12 +131,12 @@ async def _authority_main(
         conn.send(("drained", all(node.idle() for node in nodes)))
         await _recv(conn)  # linger: the driver lets scrapers take a last sample
         await _recv(conn)  # stop
-        sent = sum(node.processor.reporter.sent for node in nodes if node.processor)
         with trio.move_on_after(5):
-            while collector.reports < sent or any(
-                n.processor and n.processor.reporter.queued for n in nodes
-            ):
+            # the reporters have no event to await: poll until their queues are empty
+            while any(n.processor and n.processor.reporter.queued for n in nodes):
                 await trio.sleep(0.01)
+            sent = sum(node.processor.reporter.sent for node in nodes if node.processor)
+            await collector.wait_for(lambda: collector.reports >= sent)
         results = {
             "authority": name,
             "workers": [{**node.stats(), "records": node.records_json()} for node in nodes],
@@ -234,6 +234,7 @@ def run_local(cfg: LocalRunConfig, progress: Any = None) -> dict[str, Any]:
         for _, conn in procs:
             conn.send(("drain", cfg.drain_timeout))
         drained = [_expect(c, p, "drained", cfg.drain_timeout + 10) for p, c in procs]
+        drained_at = time.time()
         time.sleep(cfg.linger)
         for _, conn in procs:
             conn.send(("linger_done",))
@@ -252,6 +253,7 @@ def run_local(cfg: LocalRunConfig, progress: Any = None) -> dict[str, Any]:
     workers = [w for r in results for w in r["workers"]]
     summary = summarize(cfg.describe(), workers, clients)
     summary["drained"] = all(drained)
+    summary["drained_at"] = drained_at
     summary["digest_agreement"] = check_digest_agreement(
         workers, {r["authority"]: r["collector"] for r in results}
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -17,15 +16,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cluster.local_committee import free_ports
+
 
 class PrometheusUnavailable(RuntimeError):
     pass
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class PrometheusServer:
@@ -39,7 +34,7 @@ class PrometheusServer:
             )
         self.binary, self.config, self.data_dir = binary, Path(config), Path(data_dir)
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_ports(1, host)[0]
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property

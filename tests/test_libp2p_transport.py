@@ -132,6 +132,7 @@ async def test_outstanding_requests_fail_when_the_peer_dies_then_recover(tmp_pat
             await c[0].wait_for(lambda: p.names[1] not in c[0].connected_peers())
         await round_trip(c, 0, 2, request_id=20)  # the others are unaffected
         await c.start(1)
+        await wait_connected(c, [0, 1])  # a send racing the redial would fail "unreachable"
         await round_trip(c, 0, 1, request_id=21)
 
 

@@ -45,11 +45,13 @@ def scraped_run(tmp_path_factory: pytest.TempPathFactory):
             duration=8,
             params=Parameters(batch_size=50_000, max_batch_delay=50),
             targets_file=targets,
-            linger=2.5,
+            linger=4.0,
             on_ready=lambda: _wait_for_targets(server, 4),
         )
         summary = run_local(cfg)
-        yield server, summary, time.time()
+        # Query inside the linger, after the last scrape of the drained committee and
+        # before its workers stopped (afterwards their gauges are stale).
+        yield server, summary, summary["drained_at"] + 3.0
 
 
 def test_every_dashboard_query_returns_data(scraped_run) -> None:

@@ -24,11 +24,10 @@ class FrameReader:
         self._stream = stream
         self._max = max_frame
         self._buf = bytearray()
-        self._pos = 0
 
     def _pop_ready(self) -> list[bytes]:
         frames: list[bytes] = []
-        buf, pos, end = self._buf, self._pos, len(self._buf)
+        buf, pos, end = self._buf, 0, len(self._buf)
         while end - pos >= 4:
             (size,) = _LEN.unpack_from(buf, pos)
             if size > self._max:
@@ -39,7 +38,6 @@ class FrameReader:
             pos += 4 + size
         if pos:
             del buf[:pos]
-        self._pos = 0
         return frames
 
     async def read_frames(self) -> list[bytes] | None:

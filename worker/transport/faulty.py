@@ -44,7 +44,6 @@ class FaultyTransport:
             self._nursery = nursery
             address = await nursery.start(self.inner.serve)
             nursery.start_soon(self._filter_events)
-            nursery.start_soon(self._release_delayed, nursery)
             task_status.started(address)
 
     def send(self, request: SendRequest) -> None:
@@ -54,14 +53,10 @@ class FaultyTransport:
         elif hold == 0.0:
             self.inner.send(request)
         else:
-            self._delayed_tx.send_nowait((trio.current_time() + hold, request))
+            self._nursery.start_soon(self._send_at, trio.current_time() + hold, request)
 
     def connected_peers(self) -> set[PeerName]:
         return {p for p in self.inner.connected_peers() if self.plan.accepts_from(p)}
-
-    async def _release_delayed(self, nursery: trio.Nursery) -> None:
-        async for due, request in self._delayed_rx:
-            nursery.start_soon(self._send_at, due, request)
 
     async def _send_at(self, due: float, request: SendRequest) -> None:
         await trio.sleep_until(due)
