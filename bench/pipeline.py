@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from cluster.local_run import LocalRunConfig, run_local
+from cluster.backends.local import LocalRunConfig, run_local
 from worker.config import Parameters
 
 RATES = "20000,30000,40000,50000,60000,70000,80000,90000,100000"

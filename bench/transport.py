@@ -21,12 +21,12 @@ from pathlib import Path
 
 import trio
 
-from cluster.local_committee import make_local_committee
+from cluster.committee import make_local_committee
 from cluster.summary import percentile
 from worker.config import Committee, Parameters
 from worker.keys import KeyPair
-from worker.node import libp2p_key_dir, make_transport
 from worker.transport.base import RequestReceived, ResponseReceived, SendRequest, Transport
+from worker.worker import libp2p_key_dir, make_transport
 
 ACK = bytes(36)
 CASES = [  # (label, payload bytes, requests, window)

@@ -83,7 +83,7 @@ def committee(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Write a local committee of N authorities x W workers on free ports, with their keys."""
-    from cluster.local_committee import make_local_committee
+    from cluster.committee import make_local_committee
 
     comm, pairs = make_local_committee(nodes, workers, host=host)
     for i, pair in enumerate(pairs):
@@ -151,7 +151,7 @@ def _conclude(
     for problem in agreement["problems"]:
         typer.echo(f"  {problem}")
     if results_dir is not None:
-        from cluster.ray_report import write_results
+        from cluster.ray.report import write_results
 
         typer.echo(f"Results: {write_results(summary, results_dir)}")
     if json_out:
@@ -180,7 +180,7 @@ def local(
     verbose: Verbose = False,
 ) -> None:
     """Run a committee as local processes (no Ray) and print the benchmark summary."""
-    from cluster.local_run import LocalRunConfig, run_local
+    from cluster.backends.local import LocalRunConfig, run_local
     from cluster.summary import format_summary
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
@@ -237,10 +237,10 @@ def run(
     if scenario is not None:
         _run_scenario(scenario, address, results_dir)
         return
-    from cluster.ray_connect import RayUnavailable
-    from cluster.ray_driver import RayRunConfig, run_ray
-    from cluster.ray_progress import RichObserver
-    from cluster.ray_report import format_run_summary
+    from cluster.backends.ray import RayRunConfig, run_ray
+    from cluster.progress import RichObserver
+    from cluster.ray.connect import RayUnavailable
+    from cluster.ray.report import format_run_summary
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     if faults >= nodes:
@@ -276,7 +276,7 @@ def run(
     _conclude(summary, json_out, results_dir=results_dir)
 
 
-SHIPPED_SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+from faults.scenario import LIBRARY as SHIPPED_SCENARIOS  # noqa: E402
 
 
 def _find_scenario(path: Path) -> Path:
@@ -290,9 +290,9 @@ def _find_scenario(path: Path) -> Path:
 
 
 def _run_scenario(path: Path, address: str | None, results_dir: Path) -> None:
-    from cluster.ray_connect import RayUnavailable
-    from cluster.scenario import ScenarioError, load_scenario
-    from cluster.scenario_run import run_scenario
+    from cluster.ray.connect import RayUnavailable
+    from faults.runner import run_scenario
+    from faults.scenario import ScenarioError, load_scenario
 
     logging.basicConfig(level=logging.ERROR)
     try:
@@ -315,7 +315,7 @@ def _run_scenario(path: Path, address: str | None, results_dir: Path) -> None:
 @app.command()
 def scenarios() -> None:
     """List the shipped fault scenarios and what each expects."""
-    from cluster.scenario import load_scenario
+    from faults.scenario import load_scenario
 
     for path in sorted(SHIPPED_SCENARIOS.glob("*.yaml")):
         s = load_scenario(path)
@@ -334,10 +334,10 @@ def node(
     collector: Annotated[bool, typer.Option(help="Also run the digest collector.")] = True,
 ) -> None:
     """Run one authority's workers (and its digest collector) until interrupted."""
+    from primary.digest_collector import DigestCollector
     from worker.config import load_committee
-    from worker.digest_collector import DigestCollector
     from worker.keys import KeyFileError
-    from worker.node import WorkerNode
+    from worker.worker import WorkerNode
 
     logging.basicConfig(level=logging.INFO)
     try:

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cluster.local_committee import free_ports
+from cluster.committee import free_ports
 
 
 class PrometheusUnavailable(RuntimeError):

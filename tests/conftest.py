@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from cluster.local_committee import make_local_committee
+from cluster.committee import make_local_committee
 from worker.config import Committee
 from worker.keys import KeyPair
 

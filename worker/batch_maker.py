@@ -1,81 +1,60 @@
-"""BatchMaker: the sans-IO core that turns transactions into batches.
-
-Mirrors the original: a batch seals when its accumulated size reaches `batch_size`
-(the crossing transaction is included, order kept) or when the `max_batch_delay`
-timer fires with something in it; never empty; the timer restarts after every seal.
-Time is passed in, so the rules are tested without sockets or sleeps.
-"""
+"""Trio shell around the BatchMaker core: feeds it transactions and the timer, and
+hands sealed batches on through a small bounded channel (back-pressure to intake)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import math
+from collections.abc import Callable
 
-SealReason = Literal["size", "timeout"]
-Sample = tuple[int, float]
+import trio
 
-
-@dataclass(frozen=True, slots=True)
-class SealedBatch:
-    transactions: list[bytes]
-    size: int
-    reason: SealReason
-    sealed_at: float
-    #: when its first transaction arrived
-    opened_at: float = 0.0
-    #: benchmark samples it holds: (counter, client send time or 0.0 if not stamped)
-    samples: list[Sample] = field(default_factory=list)
+from worker.core.batch_maker import BatchMaker, SealedBatch, parse_sample
 
 
-class BatchMaker:
-    def __init__(self, batch_size: int, max_batch_delay: float, now: float) -> None:
-        self.batch_size = batch_size
-        self.max_batch_delay = max_batch_delay
-        self.deadline = now + max_batch_delay
-        self._txs: list[bytes] = []
-        self._size = 0
-        self._samples: list[Sample] = []
-        self._opened_at = now
+class BatchMakerTask:
+    def __init__(
+        self,
+        batch_size: int,
+        max_batch_delay: float,
+        sealed: trio.MemorySendChannel[SealedBatch],
+        clock: Callable[[], float],
+    ) -> None:
+        self._clock = clock
+        self.core = BatchMaker(batch_size, max_batch_delay, clock())
+        self._sealed = sealed
+        self._rearmed = trio.Event()
+        self.transactions = 0
+        #: sealed here and not yet submitted for broadcast; the consumer calls `submitted()`
+        self.unsubmitted = 0
 
-    @property
-    def pending_size(self) -> int:
-        return self._size
+    async def add_many(self, txs: list[bytes]) -> None:
+        """Add a chunk read off one client connection; blocks while the pipeline is full."""
+        now = self._clock()
+        ready: list[SealedBatch] = []
+        add = self.core.add
+        for tx in txs:
+            sealed = add(tx, now, parse_sample(tx) if tx[:1] == b"\x00" else None)
+            if sealed is not None:
+                ready.append(sealed)
+        self.transactions += len(txs)
+        if ready:
+            self._rearmed.set()
+        self.unsubmitted += len(ready)
+        for batch in ready:
+            await self._sealed.send(batch)
 
-    def add(self, tx: bytes, now: float, sample: Sample | None = None) -> SealedBatch | None:
-        """Append one transaction; returns the batch if this one made it reach `batch_size`."""
-        if not self._txs:
-            self._opened_at = now
-        self._txs.append(tx)
-        self._size += len(tx)
-        if sample is not None:
-            self._samples.append(sample)
-        if self._size >= self.batch_size:
-            return self._seal("size", now)
-        return None
+    def submitted(self) -> None:
+        self.unsubmitted -= 1
 
-    def on_timer(self, now: float) -> SealedBatch | None:
-        """Call once `deadline` passed: seals a non-empty batch, re-arms the timer either way."""
-        if now < self.deadline:
-            return None
-        if not self._txs:
-            self.deadline = now + self.max_batch_delay
-            return None
-        return self._seal("timeout", now)
-
-    def _seal(self, reason: SealReason, now: float) -> SealedBatch:
-        batch = SealedBatch(self._txs, self._size, reason, now, self._opened_at, self._samples)
-        self._txs, self._size, self._samples = [], 0, []
-        self.deadline = now + self.max_batch_delay
-        return batch
-
-
-def parse_sample(tx: bytes) -> Sample | None:
-    """A benchmark sample (byte 0 = 0, bytes 1..9 = u64 counter), else None.
-
-    The testbed's load client also stamps its send time (u64 ns since the epoch) in
-    bytes 9..17, inside the original's padding, so workers can export sample latency.
-    """
-    if len(tx) < 9 or tx[0] != 0:
-        return None
-    sent_ns = int.from_bytes(tx[9:17], "big") if len(tx) >= 17 else 0
-    return int.from_bytes(tx[1:9], "big"), sent_ns / 1e9
+    async def run_timer(self) -> None:
+        """Seal on `max_batch_delay`; the deadline moves after every seal."""
+        while True:
+            self._rearmed = trio.Event()
+            delay = self.core.deadline - self._clock()
+            with trio.move_on_after(max(delay, 0.0) if math.isfinite(delay) else math.inf):
+                await self._rearmed.wait()
+                continue
+            sealed = self.core.on_timer(self._clock())
+            if sealed is not None:
+                self.unsubmitted += 1
+                await self._sealed.send(sealed)

@@ -16,11 +16,11 @@ from typing import Any
 
 import trio
 
-from worker import wire
 from worker.config import Committee, Parameters
 from worker.keys import KeyPair, decode_public_key
 from worker.transport.base import ResponseReceived, SendRequest
 from worker.transport.tcp import KIND_REQUEST, FrameReader, write_frame
+from worker.wire import messages as wire
 
 
 def _batches(count: int) -> list[bytes]:
@@ -56,7 +56,7 @@ async def _over_tcp(committee: Committee, victim: str, worker_id: int, batches: 
 async def _over_libp2p(committee: Committee, victim: str, worker_id: int, batches: list[bytes],
                        params: Parameters, own: KeyPair, key_dir: Path, host: str,
                        peer_addrs: Mapping[str, str]) -> dict[str, Any]:  # fmt: skip
-    from worker.transport.libp2p_transport import Libp2pTransport
+    from worker.transport.libp2p.transport import Libp2pTransport
 
     forged = KeyPair(name=victim, seed=own.seed)  # claims the victim, signs as itself
     transport = Libp2pTransport(committee, victim, worker_id, params, forged, key_dir,

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from worker.framing import FrameReader, FrameTooLarge
+from worker.wire.frames import FrameReader, FrameTooLarge
 
 log = logging.getLogger(__name__)
 

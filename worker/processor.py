@@ -16,11 +16,11 @@ from collections.abc import Callable
 import trio
 
 from metrics.worker_metrics import WorkerMetrics
-from worker import wire
-from worker.faults import Byzantine
-from worker.primary_link import PrimaryReporter, Report, ReportKind
+from worker.core.faults import Byzantine
+from worker.primary_connector import PrimaryReporter, Report, ReportKind
 from worker.store import BatchStore
 from worker.transport.base import RequestReceived
+from worker.wire import messages as wire
 
 log = logging.getLogger(__name__)
 

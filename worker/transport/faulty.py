@@ -12,7 +12,7 @@ from collections import Counter
 
 import trio
 
-from worker.faults import LinkPlan
+from worker.core.faults import LinkPlan
 from worker.transport.base import (
     PeerName,
     RequestReceived,

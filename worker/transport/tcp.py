@@ -46,7 +46,6 @@ from functools import partial
 
 import trio
 
-from worker import wire
 from worker.config import Committee, Parameters, WorkerAddresses
 from worker.keys import decode_public_key
 from worker.transport.base import (
@@ -58,6 +57,7 @@ from worker.transport.base import (
     SendRequest,
     TransportEvent,
 )
+from worker.wire import messages as wire
 
 KIND_REQUEST = 0
 KIND_RESPONSE = 1

@@ -1,0 +1,1 @@
+"""Where an experiment runs: local processes or Ray actors, behind one experiment flow."""

@@ -1,0 +1,1 @@
+"""Hosting workers on Ray: actors, placement, connection and the committee of actors."""

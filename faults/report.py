@@ -1,0 +1,146 @@
+"""The report of a scenario run: plan, timeline, per-second series, verdict and plots.
+
+Written under `results/<timestamp>-<scenario>/`: `scenario.yaml` (as run, with its
+seed), `plan.json` (resolved targets and fault settings), `timeline.txt`,
+`series.csv`, `verdict.json`, `throughput.png` and `latency.png` with the fault
+windows shaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cluster.summary import percentile
+from faults.checker import CheckResult
+from faults.plan import Step
+from faults.scenario import Scenario
+
+
+def fault_windows(
+    steps: list[Step], names: list[str], end: float
+) -> list[tuple[float, float, str]]:
+    """(start, end, label) of every crash and every non-clear fault setting, per authority."""
+    windows: list[tuple[float, float, str]] = []
+    crashed: dict[int, float] = {}
+    faulty: dict[int, tuple[float, str]] = {}
+    current: dict[int, Any] = {}
+    for step in steps:
+        for i in step.targets if step.op in ("crash", "restart") else []:
+            if step.op == "crash" and i not in crashed:
+                crashed[i] = step.at
+            elif step.op == "restart" and i in crashed:
+                windows.append((crashed.pop(i), step.at, f"crash {i}"))
+        for i, settings in step.settings.items():
+            if current.get(i) == settings:
+                continue  # re-stated, unchanged: the window goes on
+            current[i] = settings
+            if i in faulty:
+                start, label = faulty.pop(i)
+                windows.append((start, step.at, label))
+            if not settings.is_clear():
+                faulty[i] = (step.at, f"{'+'.join(sorted(settings.active_kinds()))} {i}")
+        if step.op == "impersonate":
+            windows.append((step.at, step.at + 1, f"impersonate {step.targets}"))
+    windows += [(t, end, f"crash {i}") for i, t in crashed.items()]
+    windows += [(t, end, label) for t, label in faulty.values()]
+    # one shaded band per (interval, kind), naming every authority it covers
+    merged: dict[tuple[float, float, str], list[str]] = {}
+    for start, stop, label in windows:
+        kind, _, who = label.rpartition(" ")
+        merged.setdefault((start, stop, kind), []).append(who)
+    return sorted((a, b, f"{k} [{','.join(sorted(w))}]") for (a, b, k), w in merged.items())
+
+
+def per_second(
+    records: Iterable[Mapping[str, Any]], start: float, duration: float
+) -> list[dict[str, float]]:
+    """tx/s reaching quorum and seal-to-quorum latency p50/p99, second by second."""
+    seconds = [
+        {"t": float(s), "tps": 0.0, "batches": 0.0, "p50_s": 0.0, "p99_s": 0.0}
+        for s in range(int(duration) + 1)
+    ]
+    lat: list[list[float]] = [[] for _ in seconds]
+    for r in records:
+        k = int(r["quorum_at"] - start)
+        if 0 <= k < len(seconds):
+            seconds[k]["tps"] += r["transactions"]
+            seconds[k]["batches"] += 1
+            lat[k].append(r["quorum_at"] - r["sealed_at"])
+    for row, values in zip(seconds, lat, strict=True):
+        row["p50_s"] = round(percentile(values, 50), 4)
+        row["p99_s"] = round(percentile(values, 99), 4)
+    return seconds
+
+
+def _plot(path: Path, series: list[dict[str, float]], keys: list[tuple[str, str]],
+          ylabel: str, windows: list[tuple[float, float, str]], title: str) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    t = [row["t"] for row in series]
+    for key, label in keys:
+        ax.plot(t, [row[key] for row in series], label=label, drawstyle="steps-post")
+    colours = plt.get_cmap("tab10")
+    labels = sorted({w[2] for w in windows})
+    for start, end, label in windows:
+        colour = colours(labels.index(label) % 10)
+        ax.axvspan(start, end, alpha=0.15, color=colour, label=f"fault: {label}")
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), loc="upper right", fontsize=8)
+    ax.set_xlabel("seconds since load start")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(
+    out: Path,
+    scenario: Scenario,
+    names: list[str],
+    steps: list[Step],
+    honest_records: list[Mapping[str, Any]],
+    load_start: float,
+    results: list[CheckResult],
+    verdict: tuple[bool, str],
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scenario.yaml").write_text(yaml.safe_dump(scenario.model_dump(mode="json")))
+    plan = {
+        "seed": scenario.seed,
+        "authorities": {i: n for i, n in enumerate(names)},
+        "steps": [s.to_json() for s in steps],
+    }
+    (out / "plan.json").write_text(json.dumps(plan, indent=2))
+    lines = [f"{s.at:7.2f}s  {s.op:<11} {list(s.targets)}  {s.label}" for s in steps]
+    (out / "timeline.txt").write_text("\n".join(lines) + "\n")
+    series = per_second(honest_records, load_start, scenario.duration)
+    with (out / "series.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(series[0]))
+        writer.writeheader()
+        writer.writerows(series)
+    ok, why = verdict
+    (out / "verdict.json").write_text(json.dumps({
+        "scenario": scenario.name, "pass": ok, "verdict": why,
+        "checks": [r.to_json() for r in results], **(extra or {}),
+    }, indent=2))  # fmt: skip
+    windows = fault_windows(steps, names, scenario.duration)
+    title = f"{scenario.name}: {'PASS' if ok else 'FAIL'}"
+    _plot(out / "throughput.png", series, [("tps", "tx/s at quorum (honest)")], "tx/s",
+          windows, title)  # fmt: skip
+    _plot(out / "latency.png", series, [("p50_s", "seal→quorum p50"), ("p99_s", "p99")],
+          "seconds", windows, title)  # fmt: skip
+    return out

@@ -1,0 +1,195 @@
+"""Worker actors on an embedded Ray: start, discovery, load, kill + restart, graceful stop.
+
+One Ray instance for the module and one 4 x 1 committee per transport; the tests run in
+file order and each phase builds on the previous one (deployed -> loaded -> restarted
+-> stopped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import ray
+
+from cluster.ray.committee import RayCommittee
+from cluster.ray.load import RayLoad
+from faults.agreement import check_digest_agreement
+from worker.config import Parameters
+from worker.store import BatchStore
+
+pytestmark = pytest.mark.slow
+
+PARAMS = Parameters(
+    batch_size=20_000,
+    max_batch_delay=20,
+    retry_initial_delay=20,
+    retry_max_delay=500,
+    post_quorum_delivery=1_000,
+    max_message_size=1 << 20,
+    max_transaction_size=4096,
+    sync_writes=False,
+)
+RAY_DAEMONS = ("raylet", "gcs_server")
+
+
+def ray_daemons() -> list[psutil.Process]:
+    """Ray's daemons started by this test process (others' Ray instances are not ours)."""
+    return [p for p in psutil.Process().children(recursive=True) if p.name() in RAY_DAEMONS]
+
+
+def wait_gone(pids: list[int], timeout: float = 30.0) -> list[int]:
+    """Pids still running after `timeout` s. Polled: process exit has no event to await."""
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(scope="module")
+def ray_instance() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    daemons = ray_daemons()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        assert daemons, "expected this test to have started raylet and gcs_server"
+        assert wait_gone([p.pid for p in daemons]) == []
+
+
+@pytest.fixture(scope="module", params=["tcp", "libp2p"])
+def committee(
+    request: pytest.FixtureRequest, ray_instance: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RayCommittee]:
+    params = PARAMS.model_copy(update={"transport": request.param})
+    store_root = tmp_path_factory.mktemp(f"stores-{request.param}")
+    deployed = RayCommittee(4, 1, params, store_root=str(store_root))
+    try:
+        deployed.deploy(timeout=120)
+        yield deployed
+    finally:
+        deployed.stop(remove_stores=True)
+
+
+@pytest.fixture(scope="module")
+def load(committee: RayCommittee) -> Iterator[RayLoad]:
+    clients = RayLoad(committee)
+    try:
+        yield clients
+    finally:
+        clients.stop()
+
+
+def _run_load(committee: RayCommittee, load: RayLoad, seconds: float = 2.0) -> list[dict]:
+    reports = load.run(rate=500, tx_size=256, duration=seconds)
+    assert committee.drain(timeout=30)
+    return reports
+
+
+def test_workers_report_real_addresses_and_discovery_completes(committee: RayCommittee) -> None:
+    assert committee.committee is not None
+    libp2p = committee.params.transport == "libp2p"
+    for slot in committee.workers:
+        entry = committee.committee.worker(slot.authority, slot.worker_id)
+        assert slot.info["transactions"] == entry.transactions
+        if libp2p:  # a real port and the PeerId, as dialed by its peers
+            assert re.fullmatch(
+                r"/ip4/127\.0\.0\.1/tcp/[1-9]\d*/p2p/\w+", slot.info["worker_to_worker"]
+            )
+            assert slot.info["worker_to_worker"].endswith(f"/p2p/{slot.info['peer_id']}")
+        else:
+            assert slot.info["worker_to_worker"] == entry.worker_to_worker
+        assert slot.info["host"] == "127.0.0.1"
+        assert slot.info["nice"] == 0  # not Ray's default 15: a benchmark needs its CPU share
+        assert slot.info["ray_node_id"] == slot.node.node_id
+        assert Path(slot.info["store"]) == Path(slot.store_dir)
+    pids = {slot.info["pid"] for slot in committee.workers}
+    pids |= {auth.info["pid"] for auth in committee.authorities}
+    assert len(pids) == 8  # one process per worker and per collector
+    discovery = committee.discover(committee.workers, timeout=10)
+    assert all(d["complete"] and len(d["peers"]) == 3 for d in discovery)
+    if libp2p:  # every worker authenticated each peer under the PeerId that peer reported
+        peer_ids = {s.authority: s.info["peer_id"] for s in committee.workers}
+        for slot, found in zip(committee.workers, discovery, strict=True):
+            assert found["peer_ids"] == {a: p for a, p in peer_ids.items() if a != slot.authority}
+
+
+def test_load_reaches_quorum_and_collectors_agree(committee: RayCommittee, load: RayLoad) -> None:
+    reports = _run_load(committee, load)
+    assert all(r["sent"] > 0 for r in reports)
+    workers, collectors = committee.collect()
+    assert all(w["batches_quorum"] > 0 for w in workers)
+    sent = sum(r["sent"] for r in reports)
+    assert sum(r["transactions"] for w in workers for r in w["records"]) == sent
+    digests = {name: c["digests"] for name, c in collectors.items()}
+    agreement = check_digest_agreement(workers, digests)
+    assert agreement["ok"], agreement["problems"]
+
+
+def test_killed_worker_restarts_on_its_node_with_its_store_and_rejoins(
+    committee: RayCommittee, load: RayLoad
+) -> None:
+    slot = committee.workers[1]
+    node_id, old_pid, peer_id = slot.info["ray_node_id"], slot.info["pid"], slot.info["peer_id"]
+    stored_before = ray.get(slot.actor.stored_batches.remote())
+    assert stored_before > 0
+
+    assert committee.kill_worker(slot.authority, slot.worker_id) == old_pid
+    assert wait_gone([old_pid]) == []
+    committee.restart_worker(slot.authority, slot.worker_id)
+
+    assert slot.info["ray_node_id"] == node_id and slot.info["pid"] != old_pid
+    assert slot.info["store"] == slot.store_dir
+    assert slot.info["peer_id"] == peer_id  # None for TCP; the same PeerId for libp2p
+    assert ray.get(slot.actor.stored_batches.remote()) >= stored_before
+
+    _run_load(committee, load)
+    rejoined = ray.get(slot.actor.results.remote())
+    assert rejoined["batches_quorum"] > 0  # its own batches reached its peers again
+    assert rejoined["persisted"].get("peer", 0) > 0  # and its peers' batches reached it
+    assert ray.get(slot.actor.stored_batches.remote()) > stored_before
+
+
+def test_graceful_stop_closes_stores_and_frees_ports_and_processes(
+    committee: RayCommittee, load: RayLoad
+) -> None:
+    assert committee.committee is not None
+    pids = [s.info["pid"] for s in committee.workers] + [
+        a.info["pid"] for a in committee.authorities
+    ]
+    pids += load.pids
+    addresses = [a.address for a in committee.authorities] + [
+        addr for s in committee.workers for addr in s.addresses.values()
+    ]
+    for slot in committee.workers:  # libp2p listens where it reported, not on the reservation
+        if m := re.match(r"/ip4/([\d.]+)/tcp/(\d+)/", slot.info["worker_to_worker"]):
+            addresses.append(f"{m.group(1)}:{m.group(2)}")
+    load.stop()
+    stopped = committee.stop(remove_stores=False)
+    assert len(stopped) == 4 and all(s["store_closed"] for s in stopped), stopped
+    assert wait_gone(pids) == []
+    ports = {int(a.rpartition(":")[2]) for a in addresses}
+    listening = {
+        c.laddr.port
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr
+    }
+    assert not ports & listening
+    for address in addresses:  # a new listener can take every port again
+        host, _, port = address.rpartition(":")
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, int(port)))
+            sock.listen()
+    for slot in committee.workers:  # stores were closed: their LevelDB locks are free
+        store = BatchStore(slot.store_dir)
+        assert len(store) > 0
+        store.close()

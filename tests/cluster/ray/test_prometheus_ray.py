@@ -1,0 +1,104 @@
+"""Worker actors under a real Prometheus: every actor's exposition passes promtool, and a
+restarted actor continues its series (same labels; the counter reset is seen by rate)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+import ray
+
+from cluster.backends.ray import write_ray_targets
+from cluster.ray.committee import RayCommittee
+from cluster.ray.load import RayLoad
+from metrics.prometheus_server import PrometheusServer
+from metrics.service_discovery import prepare_config_dir
+from worker.config import Parameters
+from worker.keys import short_name
+
+pytestmark = pytest.mark.slow
+PARAMS = Parameters(batch_size=20_000, max_batch_delay=20, retry_max_delay=500,
+                    sync_writes=False, transport="tcp")  # fmt: skip
+
+
+def _wait(predicate, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    """Bounded poll: Prometheus offers no event to await."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    root = tmp_path_factory.mktemp("prom-ray")
+    config, targets = prepare_config_dir(root)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    committee = RayCommittee(4, 1, PARAMS, store_root=str(root / "stores"))
+    try:
+        with PrometheusServer(config, root / "data") as server:
+            committee.deploy(timeout=120)
+            write_ray_targets(committee, targets)
+            yield committee, server, targets
+    finally:
+        committee.stop(remove_stores=True)
+        ray.shutdown()
+
+
+def _up(server: PrometheusServer, count: int) -> bool:
+    active = server.targets()
+    return len(active) == count and all(t["health"] == "up" for t in active)
+
+
+def test_every_actor_exposition_passes_promtool(setup) -> None:
+    committee, _, _ = setup
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: run scripts/install-test-deps.sh"
+    for slot in committee.workers:
+        with urllib.request.urlopen(f"http://{slot.info['metrics']}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        assert "quorum_batches_total" in text
+        check = subprocess.run([promtool, "check", "metrics"], input=text,
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_restarted_actor_keeps_its_series(setup) -> None:
+    committee, server, targets = setup
+    _wait(lambda: _up(server, 4), "4 healthy targets")
+    victim = committee.workers[0]
+    instance = f"{short_name(victim.authority)}-w{victim.worker_id}"
+    selector = f'quorum_batches_total{{instance="{instance}"}}'
+    load = RayLoad(committee)
+    try:
+        load.run(rate=2_000, tx_size=256, duration=2)
+        assert committee.drain(30)
+
+        def scraped_at_least(n: float) -> bool:
+            result = server.query(selector)
+            return bool(result) and float(result[0]["value"][1]) >= n
+
+        _wait(lambda: scraped_at_least(1), "the victim's first batches in Prometheus")
+        before = float(server.query(selector)[0]["value"][1])
+        old_address = victim.info["metrics"]
+        committee.kill_worker(victim.authority, victim.worker_id)
+        committee.restart_worker(victim.authority, victim.worker_id)
+        write_ray_targets(committee, targets)
+        assert victim.info["metrics"] != old_address  # a new process, a new port
+        load.stop()
+        load = RayLoad(committee)
+        load.run(rate=2_000, tx_size=256, duration=2)
+        assert committee.drain(30)
+        _wait(lambda: bool(server.query(f"resets({selector}[5m]) >= 1")), "the reset")
+    finally:
+        load.stop()
+    # one series, same labels, before and after the restart
+    series = server._get("/api/v1/series", **{"match[]": selector})
+    assert len(series) == 1
+    increase = float(server.query(f"increase({selector}[5m])")[0]["value"][1])
+    assert increase > before  # rate/increase see through the counter reset

@@ -1,0 +1,1 @@
+"""Shipped test support: the transport contract suite and an in-memory transport."""

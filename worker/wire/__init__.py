@@ -1,0 +1,1 @@
+"""Worker wire formats: msgpack messages and the one length-prefixed frame codec."""
