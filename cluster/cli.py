@@ -337,7 +337,7 @@ def node(
     from primary.digest_collector import DigestCollector
     from worker.config import load_committee
     from worker.keys import KeyFileError
-    from worker.worker import WorkerNode
+    from worker.worker import Worker
 
     logging.basicConfig(level=logging.INFO)
     try:
@@ -357,7 +357,7 @@ def node(
                 await nursery.start(DigestCollector(host, port).serve)
             for wid in ids:
                 info = await nursery.start(
-                    WorkerNode(
+                    Worker(
                         comm, pair.name, wid, params, store / f"worker-{wid}", keypair=pair
                     ).run
                 )

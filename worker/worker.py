@@ -115,7 +115,7 @@ def libp2p_key_dir(store_dir: str | Path) -> Path:
     return path.with_name(path.name + ".libp2p")
 
 
-class WorkerNode:
+class Worker:
     def __init__(
         self,
         committee: Committee,

@@ -29,7 +29,7 @@ from metrics.service_discovery import MetricsTarget, write_targets
 from primary.digest_collector import DigestCollector
 from worker.config import Committee, Parameters
 from worker.keys import KeyPair, short_name
-from worker.worker import WorkerNode
+from worker.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ async def _recv(conn: Connection) -> Any:
     return await trio.to_thread.run_sync(conn.recv, abandon_on_cancel=True)
 
 
-async def _discover(nodes: list[WorkerNode], peers: dict[int, dict[str, str]]) -> None:
+async def _discover(nodes: list[Worker], peers: dict[int, dict[str, str]]) -> None:
     """Hand every worker its peers' listen addresses; return once all are connected."""
     for node in nodes:
         add = getattr(node.transport, "add_peer_addr", None)
@@ -108,7 +108,7 @@ async def _authority_main(
     host, port = committee.authorities[name].primary.hostport
     collector = DigestCollector(host, port)
     nodes = [
-        WorkerNode(
+        Worker(
             committee, name, wid, params,
             store_dir / f"{name[:8]}-w{wid}".replace("/", "_"),
             metrics_address=(committee.worker(name, wid).transactions_hostport[0], 0),

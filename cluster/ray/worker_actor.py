@@ -26,7 +26,7 @@ from worker.config import Committee, Parameters
 from worker.core.faults import FaultSettings
 from worker.impersonator import impersonate
 from worker.keys import KeyPair
-from worker.worker import WorkerNode, libp2p_key_dir
+from worker.worker import Worker, libp2p_key_dir
 
 #: Actor methods that may run while another blocks (progress during a drain).
 MAX_CONCURRENCY = 4
@@ -39,7 +39,7 @@ class WorkerActor:
         self.name, self.worker_id, self.host = name, worker_id, host
         self.store_dir = Path(store_dir)
         self._loop: TrioThread | None = None
-        self._node: WorkerNode | None = None
+        self._node: Worker | None = None
         self._peers: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -61,8 +61,8 @@ class WorkerActor:
         params = Parameters.model_validate_json(params_json)
         keypair = KeyPair.generate(key_seed) if key_seed is not None else None
 
-        def build() -> WorkerNode:  # in the loop: the node reads trio's clock
-            return WorkerNode(
+        def build() -> Worker:  # in the loop: the node reads trio's clock
+            return Worker(
                 committee, self.name, self.worker_id, params, self.store_dir,
                 metrics_address=(self.host, 0), keypair=keypair,
             )  # fmt: skip
@@ -197,7 +197,7 @@ class WorkerActor:
             key_dir, self.host, peer_addrs,
         )  # fmt: skip
 
-    def _running(self) -> tuple[WorkerNode, TrioThread]:
+    def _running(self) -> tuple[Worker, TrioThread]:
         if self._node is None or self._loop is None:
             raise RuntimeError("the worker has not been started")
         return self._node, self._loop

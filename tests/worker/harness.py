@@ -14,7 +14,7 @@ from cluster.committee import make_local_committee
 from primary.digest_collector import DigestCollector
 from worker.config import Committee, Parameters
 from worker.keys import KeyPair
-from worker.worker import WorkerNode
+from worker.worker import Worker
 
 TEST_PARAMS = Parameters(
     batch_size=10_000,
@@ -34,7 +34,7 @@ TEST_PARAMS = Parameters(
 @dataclass
 class Authority:
     name: str
-    node: WorkerNode | None = None
+    node: Worker | None = None
     info: dict | None = None
     collector: DigestCollector | None = None
     cancel: trio.CancelScope | None = None
@@ -61,7 +61,7 @@ class Cluster:
         auth.cancel = scope
         host, port = self.committee.authorities[auth.name].primary.hostport
         auth.collector = DigestCollector(host, port)
-        auth.node = WorkerNode(
+        auth.node = Worker(
             self.committee, auth.name, 0, self.params, self.root / f"a{index}",
             metrics_address=("127.0.0.1", 0) if metrics else None,
             keypair=self.keys[index],

@@ -7,20 +7,20 @@ from pathlib import Path
 from tests.worker.harness import cluster, send_transactions, transactions
 from worker.core.faults import Byzantine, FaultSettings, LinkFault
 from worker.wire import messages as wire
-from worker.worker import WorkerNode
+from worker.worker import Worker
 
 
-async def _load(node: WorkerNode, count: int = 300, first: int = 0) -> None:
+async def _load(node: Worker, count: int = 300, first: int = 0) -> None:
     await send_transactions(node.addresses.transactions, transactions(count, 100, first))
     await node.wait_for(lambda: node.batch_maker.transactions >= first + count and node.idle())
 
 
-def _stored(node: WorkerNode) -> set[bytes]:
+def _stored(node: Worker) -> set[bytes]:
     assert node.store is not None
     return set(node.store.digests())
 
 
-def _nodes(c) -> list[WorkerNode]:  # type: ignore[no-untyped-def]
+def _nodes(c) -> list[Worker]:  # type: ignore[no-untyped-def]
     nodes = [a.node for a in c.authorities]
     assert all(n is not None for n in nodes)
     return nodes  # type: ignore[return-value]
