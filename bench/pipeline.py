@@ -1,10 +1,11 @@
-"""Maximum sustainable throughput of the worker pipeline on N local nodes.
+"""Maximum sustainable throughput of the worker pipeline on N local authorities.
 
-Steps the input rate up for each transport and runs the local committee (one process
-per authority) at each step. A rate is *sustained* when delivered TPS is within 10 %
-of it, the p99 sample latency stays under --max-p99 and the collectors agree. Prints
-a table, the highest sustained rate per transport and the libp2p/TCP ratio; exits
-non-zero when TCP is below --target or the ratio below --min-ratio.
+Steps the input rate up for each transport and runs the experiment flow on the local
+backend (one process per authority) at each step. A rate is *sustained* when delivered
+TPS is within 10 % of it, the p99 sample latency stays under --max-p99 and the
+collectors agree. Prints a table, the highest sustained rate per transport and the
+libp2p/TCP ratio; exits non-zero when TCP is below --target or the ratio below
+--min-ratio.
 
     python bench/pipeline.py --transports tcp,libp2p --duration 10
 """
@@ -17,7 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
-from cluster.backends.local import LocalRunConfig, run_local
+from cluster.backends.local import LocalBackend
+from cluster.experiment import ExperimentConfig, run_experiment
 from worker.config import Parameters
 
 RATES = "20000,30000,40000,50000,60000,70000,80000,90000,100000"
@@ -26,15 +28,15 @@ RATES = "20000,30000,40000,50000,60000,70000,80000,90000,100000"
 def sweep(transport: str, rates: list[int], args: argparse.Namespace) -> tuple[int, list[dict]]:
     best, rows = 0, []
     for rate in rates:
-        cfg = LocalRunConfig(
-            nodes=args.nodes,
+        cfg = ExperimentConfig(
+            authorities=args.authorities,
             workers=args.workers,
             rate=rate,
             tx_size=args.tx_size,
             duration=args.duration,
             params=Parameters(transport=transport),
         )
-        s = run_local(cfg)
+        s = run_experiment(cfg, LocalBackend()).summary()
         ok = (
             s["tps"] >= 0.9 * rate
             and s["latency_p99_s"] <= args.max_p99
@@ -54,7 +56,7 @@ def sweep(transport: str, rates: list[int], args: argparse.Namespace) -> tuple[i
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--nodes", type=int, default=4)
+    ap.add_argument("--authorities", "--nodes", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--tx-size", type=int, default=512)
     ap.add_argument("--duration", type=float, default=10)
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         best[transport], rows[transport] = sweep(transport, rates, args)
     failed = []
     for transport in transports:
-        shape = f"{args.nodes} nodes x {args.workers}, {args.tx_size} B"
+        shape = f"{args.authorities} authorities x {args.workers}, {args.tx_size} B"
         print(f"max sustained rate, {transport} ({shape}): {best[transport]:,} tx/s")
     if best.get("tcp", args.target) < args.target:
         failed.append(f"TCP below the target of {args.target:,} tx/s")

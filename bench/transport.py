@@ -26,7 +26,7 @@ from cluster.summary import percentile
 from worker.config import Committee, Parameters
 from worker.keys import KeyPair
 from worker.transport.base import RequestReceived, ResponseReceived, SendRequest, Transport
-from worker.worker import libp2p_key_dir, make_transport
+from worker.transport.factory import libp2p_key_dir, make_transport
 
 ACK = bytes(36)
 CASES = [  # (label, payload bytes, requests, window)
@@ -95,10 +95,15 @@ def run_transport(name: str, quick: bool) -> dict[str, dict[str, float]]:
     parent, child = mp.get_context("spawn").Pipe()
     server = mp.get_context("spawn").Process(
         target=_server,
-        args=(committee.model_dump_json(), params.model_dump_json(), server_key.seed,
-              str(root), child),
+        args=(
+            committee.model_dump_json(),
+            params.model_dump_json(),
+            server_key.seed,
+            str(root),
+            child,
+        ),
         daemon=True,
-    )  # fmt: skip
+    )
     server.start()
     try:
         if not parent.poll(60):
@@ -110,10 +115,9 @@ def run_transport(name: str, quick: bool) -> dict[str, dict[str, float]]:
             out = {}
             async with trio.open_nursery() as nursery:
                 await nursery.start(transport.serve)
-                if hasattr(transport, "add_peer_addr"):
-                    transport.add_peer_addr(server_key.name, server_address)
-                    with trio.fail_after(30):
-                        await transport.wait_discovery({server_key.name})
+                transport.add_peer_addrs({server_key.name: server_address})
+                with trio.fail_after(30):
+                    await transport.wait_discovery({server_key.name})
                 for label, size, count, window in CASES:
                     count = max(window * 4, count // 10) if quick else count
                     payload = bytes(size)
@@ -138,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, *_ in CASES:
         for name in ("tcp", "libp2p"):
             r = results[name][label]
-            print(f"{label:<20} {name:<8} {r['mb_s']:>8} {r['req_s']:>8} "
-                  f"{r['p50_ms']:>8} {r['p99_ms']:>8}")  # fmt: skip
+            figures = f"{r['mb_s']:>8} {r['req_s']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8}"
+            print(f"{label:<20} {name:<8} {figures}")
         ratio = results["libp2p"][label]["req_s"] / results["tcp"][label]["req_s"]
         print(f"{'':<20} libp2p/tcp throughput ratio: {ratio:.2f}")
         results.setdefault("ratio", {})[label] = round(ratio, 3)  # type: ignore[index]

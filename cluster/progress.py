@@ -1,4 +1,4 @@
-"""Showing a Ray run as it goes: phase notes, then a load bar with live totals (rich)."""
+"""Showing a run as it goes: phase notes, then a load bar with live totals (rich)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 class RichObserver:
-    """Implements `cluster.backends.ray.RunObserver` on a (stderr) console."""
+    """Implements `cluster.experiment.RunObserver` on a (stderr) console."""
 
     def __init__(self, console: Console) -> None:
         self.console = console

@@ -65,8 +65,17 @@ class CheckResult:
     examples: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "evidence": self.evidence,
-                "examples": self.examples[:10]}  # fmt: skip
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "evidence": self.evidence,
+            "examples": self.examples[:10],
+        }
+
+
+def _judged(name: str, bad: list[str], passed: str, failed: str) -> CheckResult:
+    """A check passes when it found nothing bad; its evidence says which way it went."""
+    return CheckResult(name, not bad, failed if bad else passed, bad)
 
 
 def _honest_records(ev: Evidence) -> Iterable[tuple[WorkerEvidence, dict[str, Any]]]:
@@ -83,12 +92,12 @@ def check_quorum_stake(ev: Evidence) -> CheckResult:
         stake = ev.stakes[w.authority] + sum(ev.stakes.get(p, 0) for p in set(r["acked_by"]))
         if stake < ev.quorum:
             bad.append(f"{r['digest'][:16]} acked by stake {stake} < {ev.quorum}")
-    return CheckResult(
-        "quorum_acks", not bad,
-        f"{n} batches honest workers reported at quorum; each acked by >= {ev.quorum} stake"
-        if not bad else f"{len(bad)} of {n} batches reported at quorum below {ev.quorum} stake",
+    return _judged(
+        "quorum_acks",
         bad,
-    )  # fmt: skip
+        f"{n} batches honest workers reported at quorum; each acked by >= {ev.quorum} stake",
+        f"{len(bad)} of {n} batches reported at quorum below {ev.quorum} stake",
+    )
 
 
 def check_stored_at_validity(ev: Evidence) -> CheckResult:
@@ -106,37 +115,45 @@ def check_stored_at_validity(ev: Evidence) -> CheckResult:
         if stake < ev.validity:
             bad.append(f"{r['digest'][:16]} stored by honest stake {stake} < {ev.validity}")
     return CheckResult(
-        "stored_at_f_plus_1_honest", not bad,
+        "stored_at_f_plus_1_honest",
+        not bad,
         f"{n} quorum batches; least honest stake storing one: {least} (needs {ev.validity})",
         bad,
-    )  # fmt: skip
+    )
 
 
 def check_no_outsiders(ev: Evidence) -> CheckResult:
     sent = set().union(*(w.sent for w in ev.workers)) if ev.workers else set()
     bad = [
         f"{d[:16]} at {w.authority[:8]}"
-        for w in ev.workers if ev.honest(w.authority)
-        for d in w.stored if d not in sent
-    ]  # fmt: skip
+        for w in ev.workers
+        if ev.honest(w.authority)
+        for d in w.stored
+        if d not in sent
+    ]
     total = sum(len(w.stored) for w in ev.workers if ev.honest(w.authority))
-    return CheckResult(
-        "no_outsider_batches", not bad,
-        f"{total} stored batches at honest workers, all sent by committee workers"
-        if not bad else f"{len(bad)} stored batches no committee worker sent",
+    return _judged(
+        "no_outsider_batches",
         bad,
-    )  # fmt: skip
+        f"{total} stored batches at honest workers, all sent by committee workers",
+        f"{len(bad)} stored batches no committee worker sent",
+    )
 
 
 def check_content(ev: Evidence) -> CheckResult:
     bad = [
         f"{d[:16]} at {w.authority[:8]}"
-        for w in ev.workers if ev.honest(w.authority)
-        for d, ok in w.stored.items() if not ok
-    ]  # fmt: skip
-    return CheckResult("stored_content_matches_digest", not bad,
-                       "every stored batch hashes to its key" if not bad
-                       else f"{len(bad)} stored batches do not hash to their key", bad)  # fmt: skip
+        for w in ev.workers
+        if ev.honest(w.authority)
+        for d, ok in w.stored.items()
+        if not ok
+    ]
+    return _judged(
+        "stored_content_matches_digest",
+        bad,
+        "every stored batch hashes to its key",
+        f"{len(bad)} stored batches do not hash to their key",
+    )
 
 
 def check_durable_acks(ev: Evidence) -> CheckResult:
@@ -152,12 +169,12 @@ def check_durable_acks(ev: Evidence) -> CheckResult:
         bad += [
             f"{d[:16]} acked by {name[:8]}, missing" for d in reported - stored.get(name, set())
         ]
-    return CheckResult(
-        "acked_batches_survive_restarts", not bad,
-        f"{n} acked batches at honest workers ({len(restarted)} restarted) all still stored"
-        if not bad else f"{len(bad)} acked batches missing from their store",
+    return _judged(
+        "acked_batches_survive_restarts",
         bad,
-    )  # fmt: skip
+        f"{n} acked batches at honest workers ({len(restarted)} restarted) all still stored",
+        f"{len(bad)} acked batches missing from their store",
+    )
 
 
 # -- liveness ---------------------------------------------------------------------------
@@ -196,11 +213,12 @@ def _possible(ev: Evidence, crashed: set[int], settings: dict[int, FaultSettings
                 continue
             group.add(i)
             todo += [
-                j for j in live
+                j
+                for j in live
                 if j not in group
                 and ev.names[j] not in settings[i].blocked
                 and ev.names[i] not in settings[j].blocked
-            ]  # fmt: skip
+            ]
         seen |= group
         if sum(ev.stakes[ev.names[i]] for i in group) >= ev.quorum:
             return True
@@ -221,13 +239,19 @@ def check_liveness(ev: Evidence, expect: Expectations) -> CheckResult:
     def count(a: float, b: float) -> int:
         return sum(1 for t in times if a <= t < b)
 
-    empty_live = [f"[{a:.0f}s,{b:.0f}s)" for a, b in windows
-                  if _state_during(points, a, b) == {True} and not count(a, b)]  # fmt: skip
+    empty_live = [
+        f"[{a:.0f}s,{b:.0f}s)"
+        for a, b in windows
+        if _state_during(points, a, b) == {True} and not count(a, b)
+    ]
     stalled = [(a, b) for a, b in windows if _state_during(points, a - w, b) == {False}]
     leaks = [f"[{a:.0f}s,{b:.0f}s): {count(a, b)}" for a, b in stalled if count(a, b)]
     heal_times = [t for (_, p), (t, q) in itertools.pairwise(points) if not p and q]
-    late = [f"after heal at {h:.1f}s" for h in heal_times
-            if not any(h <= t <= h + expect.resume_within for t in times)]  # fmt: skip
+    late = [
+        f"after heal at {h:.1f}s"
+        for h in heal_times
+        if not any(h <= t <= h + expect.resume_within for t in times)
+    ]
     if expect.liveness == "any":
         return CheckResult("liveness", True, f"not checked; {len(times)} quorum batches")
     if expect.liveness == "continuous":
@@ -238,7 +262,7 @@ def check_liveness(ev: Evidence, expect: Expectations) -> CheckResult:
             else f"{len(empty_live)} windows without quorum while it was possible"
             + (f"; quorum was impossible in {len(stalled)} windows" if stalled else "")
         )
-        return CheckResult("liveness", ok, msg, empty_live)  # fmt: skip
+        return CheckResult("liveness", ok, msg, empty_live)
     ok = bool(stalled) and not leaks and not late and not empty_live
     msg = (
         f"no quorum in {len(stalled)} windows with > f unavailable; resumed within "
@@ -247,7 +271,7 @@ def check_liveness(ev: Evidence, expect: Expectations) -> CheckResult:
         else f"stall windows: {len(stalled)}, with quorum anyway: {len(leaks)}, heals not "
         f"followed by quorum: {len(late)}, empty windows while possible: {len(empty_live)}"
     )
-    return CheckResult("liveness", ok, msg, leaks + late + empty_live)  # fmt: skip
+    return CheckResult("liveness", ok, msg, leaks + late + empty_live)
 
 
 def check_all(ev: Evidence, expect: Expectations) -> list[CheckResult]:
@@ -268,7 +292,10 @@ def verdict(results: list[CheckResult], expect: Expectations) -> tuple[bool, str
     if expect.violation:
         found = [r.name for r in safety if not r.ok]
         ok = bool(found) and liveness_ok
-        return ok, (f"expected violation found: {', '.join(found)}" if found
-                    else "expected a safety violation, found none")  # fmt: skip
+        return ok, (
+            f"expected violation found: {', '.join(found)}"
+            if found
+            else "expected a safety violation, found none"
+        )
     failed = [r.name for r in results if not r.ok]
     return not failed, "all checks passed" if not failed else f"failed: {', '.join(failed)}"

@@ -53,23 +53,23 @@ class Step:
         }
 
 
-def faults_tolerated(nodes: int) -> int:
-    return (nodes - 1) // 3
+def faults_tolerated(authorities: int) -> int:
+    return (authorities - 1) // 3
 
 
 class _Resolver:
-    def __init__(self, nodes: int, seed: int) -> None:
-        self.nodes, self.f = nodes, faults_tolerated(nodes)
+    def __init__(self, authorities: int, seed: int) -> None:
+        self.n, self.f = authorities, faults_tolerated(authorities)
         self.rng = random.Random(seed)
         self.refs: dict[str, tuple[int, ...]] = {}
 
     def count(self, spec: str) -> int:
-        n, f = self.nodes, self.f
+        n, f = self.n, self.f
         fixed = {"one": 1, "f": f, "f+1": f + 1, "minority": f, "majority": n - f, "all": n}
         return min(n, fixed[spec] if spec in fixed else int(spec.split()[1]))
 
     def __call__(self, spec: TargetSpec, among: tuple[int, ...] | None = None) -> tuple[int, ...]:
-        pool = list(among if among is not None else range(self.nodes))
+        pool = list(among if among is not None else range(self.n))
         if isinstance(spec, list):
             return tuple(sorted(set(spec)))
         if spec.startswith("ref "):
@@ -132,9 +132,13 @@ def _crash_recovery(action: CrashRecovery, pool: tuple[int, ...], resolve: _Reso
             at = start + k * action.period / 4
             steps.append(Step(at, "crash", tuple(sorted(group)), f"cycle {cycle}: crash"))
         steps.append(
-            Step(start + 3 * action.period / 4, "restart", tuple(sorted(order)),
-                 f"cycle {cycle}: reboot all")
-        )  # fmt: skip
+            Step(
+                start + 3 * action.period / 4,
+                "restart",
+                tuple(sorted(order)),
+                f"cycle {cycle}: reboot all",
+            )
+        )
         start += action.period
         cycle += 1
     return steps
@@ -142,8 +146,10 @@ def _crash_recovery(action: CrashRecovery, pool: tuple[int, ...], resolve: _Reso
 
 def resolve(scenario: Scenario, names: list[str]) -> list[Step]:
     """The plan: steps sorted by time (stable for equal times, in schedule order)."""
-    if len(names) != scenario.committee.nodes:
-        raise ValueError(f"{len(names)} authorities for a scenario of {scenario.committee.nodes}")
+    if len(names) != scenario.committee.authorities:
+        raise ValueError(
+            f"{len(names)} authorities for a scenario of {scenario.committee.authorities}"
+        )
     pick = _Resolver(len(names), scenario.seed)
     book = FaultBook(names)
     steps: list[Step] = []
@@ -184,8 +190,15 @@ def resolve(scenario: Scenario, names: list[str]) -> list[Step]:
                     faults(action.at, targets, label, book.byzantine(targets, action.behaviour))
                 )
             case Impersonate():
-                steps.append(Step(action.at, "impersonate", targets, "impersonate",
-                                  as_authority=action.as_authority))  # fmt: skip
+                steps.append(
+                    Step(
+                        action.at,
+                        "impersonate",
+                        targets,
+                        "impersonate",
+                        as_authority=action.as_authority,
+                    )
+                )
             case Heal():
                 steps.append(faults(action.at, targets, "clear", book.clear(targets)))
     return sorted(steps, key=lambda s: s.at)

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cluster.summary import percentile
 from faults.checker import CheckResult
 from faults.plan import Step
 from faults.scenario import Scenario
+from faults.series import per_second
 
 
 def fault_windows(
@@ -57,29 +57,14 @@ def fault_windows(
     return sorted((a, b, f"{k} [{','.join(sorted(w))}]") for (a, b, k), w in merged.items())
 
 
-def per_second(
-    records: Iterable[Mapping[str, Any]], start: float, duration: float
-) -> list[dict[str, float]]:
-    """tx/s reaching quorum and seal-to-quorum latency p50/p99, second by second."""
-    seconds = [
-        {"t": float(s), "tps": 0.0, "batches": 0.0, "p50_s": 0.0, "p99_s": 0.0}
-        for s in range(int(duration) + 1)
-    ]
-    lat: list[list[float]] = [[] for _ in seconds]
-    for r in records:
-        k = int(r["quorum_at"] - start)
-        if 0 <= k < len(seconds):
-            seconds[k]["tps"] += r["transactions"]
-            seconds[k]["batches"] += 1
-            lat[k].append(r["quorum_at"] - r["sealed_at"])
-    for row, values in zip(seconds, lat, strict=True):
-        row["p50_s"] = round(percentile(values, 50), 4)
-        row["p99_s"] = round(percentile(values, 99), 4)
-    return seconds
-
-
-def _plot(path: Path, series: list[dict[str, float]], keys: list[tuple[str, str]],
-          ylabel: str, windows: list[tuple[float, float, str]], title: str) -> None:  # fmt: skip
+def _plot(
+    path: Path,
+    series: list[dict[str, float]],
+    keys: list[tuple[str, str]],
+    ylabel: str,
+    windows: list[tuple[float, float, str]],
+    title: str,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,14 +118,29 @@ def write_report(
         writer.writeheader()
         writer.writerows(series)
     ok, why = verdict
-    (out / "verdict.json").write_text(json.dumps({
-        "scenario": scenario.name, "pass": ok, "verdict": why,
-        "checks": [r.to_json() for r in results], **(extra or {}),
-    }, indent=2))  # fmt: skip
+    (out / "verdict.json").write_text(
+        json.dumps(
+            {
+                "scenario": scenario.name,
+                "pass": ok,
+                "verdict": why,
+                "checks": [r.to_json() for r in results],
+                **(extra or {}),
+            },
+            indent=2,
+        )
+    )
     windows = fault_windows(steps, names, scenario.duration)
     title = f"{scenario.name}: {'PASS' if ok else 'FAIL'}"
-    _plot(out / "throughput.png", series, [("tps", "tx/s at quorum (honest)")], "tx/s",
-          windows, title)  # fmt: skip
-    _plot(out / "latency.png", series, [("p50_s", "seal→quorum p50"), ("p99_s", "p99")],
-          "seconds", windows, title)  # fmt: skip
+    _plot(
+        out / "throughput.png", series, [("tps", "tx/s at quorum (honest)")], "tx/s", windows, title
+    )
+    _plot(
+        out / "latency.png",
+        series,
+        [("p50_s", "seal→quorum p50"), ("p99_s", "p99")],
+        "seconds",
+        windows,
+        title,
+    )
     return out

@@ -13,9 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from worker.core.faults import Byzantine, LinkFault
+from worker.errors import Refused
 
 #: the shipped scenario library (package data)
 LIBRARY = Path(__file__).resolve().parent / "library"
@@ -24,8 +33,13 @@ TargetSpec = str | list[int]
 _SPEC = re.compile(r"^(one|f|f\+1|minority|majority|all|random \d+|ref [\w-]+)$")
 
 
-class ScenarioError(ValueError):
-    pass
+class ScenarioError(Refused):
+    """A scenario file that cannot be read or does not validate; the message says why."""
+
+    source = "scenario"
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class _Strict(BaseModel):
@@ -114,16 +128,23 @@ class Heal(_Action):
 
 
 Action = Annotated[
-    Crash | Restart | CrashRecovery | Partition | LinkAction | Regions | ByzantineAction
-    | Impersonate | Heal,
+    Crash
+    | Restart
+    | CrashRecovery
+    | Partition
+    | LinkAction
+    | Regions
+    | ByzantineAction
+    | Impersonate
+    | Heal,
     Field(discriminator="action"),
-]  # fmt: skip
+]
 
 
 class CommitteeShape(_Strict):
-    """Unit stakes (as the Ray committee deploys them)."""
+    """Unit stakes (as both backends deploy them). `nodes` is the old name of `authorities`."""
 
-    nodes: int = Field(default=4, ge=1)
+    authorities: int = Field(default=4, ge=1, validation_alias=AliasChoices("authorities", "nodes"))
     workers: int = Field(default=1, ge=1)
 
 
@@ -164,8 +185,8 @@ class Scenario(_Strict):
             for spec in _specs(action):
                 if isinstance(spec, str) and spec.startswith("ref ") and spec[4:] not in ids:
                     raise ValueError(f"schedule.{i}: {spec!r} names no earlier action id")
-                if isinstance(spec, list) and max(spec) >= self.committee.nodes:
-                    raise ValueError(f"schedule.{i}: index {max(spec)} >= nodes")
+                if isinstance(spec, list) and max(spec) >= self.committee.authorities:
+                    raise ValueError(f"schedule.{i}: index {max(spec)} >= authorities")
             if action.id:
                 ids.add(action.id)
         return self
@@ -180,9 +201,9 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"cannot read scenario {path}: {exc}") from exc
+        raise ScenarioError("unreadable", f"cannot read scenario {path}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: expected a mapping at the top level")
+        raise ScenarioError("not_a_mapping", f"{path}: expected a mapping at the top level")
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
@@ -191,4 +212,15 @@ def load_scenario(path: str | Path) -> Scenario:
             where = ".".join(str(p) for p in err["loc"]) or "(top level)"
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             lines.append(f"  {where}: {msg.removeprefix('Value error, ')}")
-        raise ScenarioError("\n".join(lines)) from exc
+        raise ScenarioError("invalid", "\n".join(lines)) from exc
+
+
+def find_scenario(ref: str | Path) -> Path:
+    """A scenario file by its path, or by its name in the shipped library."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    shipped = LIBRARY / f"{path.name.removesuffix('.yaml')}.yaml"
+    if shipped.exists():
+        return shipped
+    raise ScenarioError("unknown", f"no scenario {ref} (nor {shipped.name} in the shipped library)")

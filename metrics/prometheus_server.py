@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -16,14 +17,21 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cluster.committee import free_ports
-
 
 class PrometheusUnavailable(RuntimeError):
     pass
 
 
+def _free_port(host: str) -> int:
+    """A port the kernel just handed out (Prometheus needs a number, not 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 class PrometheusServer:
+    """`port=None` picks a free port on `host` (the URL is `url` once constructed)."""
+
     def __init__(
         self, config: Path, data_dir: Path, host: str = "127.0.0.1", port: int | None = None
     ) -> None:
@@ -34,7 +42,7 @@ class PrometheusServer:
             )
         self.binary, self.config, self.data_dir = binary, Path(config), Path(data_dir)
         self.host = host
-        self.port = port or free_ports(1, host)[0]
+        self.port = port or _free_port(host)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -1,6 +1,6 @@
-"""Prometheus file-based service discovery: one target per live worker.
+"""Prometheus file-based service discovery: one target per live worker (and the driver).
 
-Each target's `instance` label is the worker's stable name (`<authority>-w<id>`), not
+Each target's `instance` label is a stable name (`<authority>-w<id>` for a worker), not
 its address, so a restarted worker (new port) continues the same series.
 """
 
@@ -13,8 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+#: Inside the package, so an installed (non-editable) package ships and finds it.
 SHIPPED_CONFIG = Path(__file__).with_name("prometheus.yml")
 TARGETS_FILE = "targets/workers.json"
+DRIVER_INSTANCE = "driver"
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,15 @@ class MetricsTarget:
         return f"{self.authority}-w{self.worker_id}"
 
 
-def write_targets(path: str | Path, targets: Iterable[MetricsTarget]) -> Path:
+@dataclass(frozen=True)
+class DriverTarget:
+    """The driver's own endpoint (`metrics.injected_faults`: crashes, impersonations)."""
+
+    address: str  # host:port
+    instance: str = DRIVER_INSTANCE
+
+
+def write_targets(path: str | Path, targets: Iterable[MetricsTarget | DriverTarget]) -> Path:
     """Replace the targets file atomically (Prometheus may read it at any moment)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

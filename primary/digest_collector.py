@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 
 import trio
 
-from worker.primary_connector import ReportKind, decode_report
-from worker.wire.frames import FrameReader, FrameTooLarge
+from worker.changes import Changes
+from worker.streams import STREAM_ERRORS, read_frames, serve_tcp
+from worker.wire.frames import FrameBuffer, FrameError, Truncated
+from worker.wire.messages import WireError
+from worker.wire.reports import MAX_REPORT_BYTES, ReportKind, decode_report
 
 log = logging.getLogger(__name__)
 
@@ -43,35 +46,31 @@ class DigestCollector:
         self.digests = CollectedDigests()
         self.rejections: Counter[str] = Counter()
         self.reports = 0
-        self._changed = trio.Event()
+        self._changes = Changes()
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        """Return once `predicate()` holds; re-checked after every report received."""
-        while not predicate():
-            await self._changed.wait()
+        """Return once `predicate()` holds; re-checked after every report or refusal."""
+        await self._changes.wait_until(predicate)
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        async with trio.open_nursery() as nursery:
-            task_status.started(f"{self.host}:{self.port}")
-            await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+        await serve_tcp(self.host, self.port, self._handle, task_status=task_status)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        reader = FrameReader(stream, max_frame=1024)
+        buffer = FrameBuffer(MAX_REPORT_BYTES)
         try:
             async with stream:
-                while (frames := await reader.read_frames()) is not None:
+                while (frames := await read_frames(stream, buffer)) is not None:
                     for data in frames:
                         try:
-                            report = decode_report(data)
-                        except ValueError:
-                            self.rejections["malformed"] += 1
+                            report = decode_report(data)  # type: ignore[arg-type]
+                        except WireError as exc:
+                            self.rejections[exc.reason] += 1
                             continue
                         self.digests.add(report.kind, report.digest, report.worker_id)
                         self.reports += 1
-                    self._changed.set()
-                    self._changed = trio.Event()
-        except FrameTooLarge:
-            self.rejections["oversized"] += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self._changes.notify()
+        except (Truncated, *STREAM_ERRORS) as exc:
             log.debug("worker link closed: %s", exc)
+        except FrameError as exc:
+            self.rejections[exc.reason] += 1
+            self._changes.notify()

@@ -15,13 +15,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from worker.errors import Refused
 from worker.keys import KeyFileError, decode_public_key
 
 TransportName = Literal["tcp", "libp2p"]
 
 
-class ConfigError(ValueError):
+class ConfigError(Refused, ValueError):
     """A configuration file that cannot be used; the message names the field."""
+
+    source = "config"
+
+    def __init__(self, message: str, reason: str = "invalid_config") -> None:
+        super().__init__(reason, message)
+        self.args = (message,)  # printed as the message alone, as before
 
 
 def _parse_hostport(value: str) -> tuple[str, int]:

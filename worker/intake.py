@@ -1,14 +1,19 @@
-"""Clients' transactions endpoint: u32-length-prefixed frames, one transaction each."""
+"""Intake: the clients' transactions endpoint (u32-length-prefixed frames, one transaction
+each), handing each chunk read off a connection to the batch maker.
+
+Sending to the batch maker blocks while the pipeline is full, so a stalled quorum
+stops this reader and backs up to the client's socket.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
 
 import trio
 
-from worker.wire.frames import FrameReader, FrameTooLarge
+from worker.streams import STREAM_ERRORS, read_frames, serve_tcp
+from worker.wire.frames import FrameBuffer, FrameError, Truncated
 
 log = logging.getLogger(__name__)
 
@@ -19,34 +24,31 @@ class TransactionIntake:
         host: str,
         port: int,
         max_transaction_size: int,
-        deliver: Callable[[list[bytes]], Awaitable[None]],
+        to_batch_maker: trio.MemorySendChannel[list[bytes]],
     ) -> None:
         self.host, self.port = host, port
         self._max = max_transaction_size
-        self._deliver = deliver
+        self._to_batch_maker = to_batch_maker
         self.rejections: Counter[str] = Counter()
         self.clients = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        async with trio.open_nursery() as nursery:
-            task_status.started(f"{self.host}:{self.port}")
-            await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+        await serve_tcp(self.host, self.port, self._handle, task_status=task_status)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.clients += 1
-        reader = FrameReader(stream, max_frame=self._max)
+        buffer = FrameBuffer(self._max)
         try:
             async with stream:
-                while (frames := await reader.read_frames()) is not None:
+                while (frames := await read_frames(stream, buffer)) is not None:
                     txs = [tx for tx in frames if tx]
                     if len(txs) != len(frames):
                         self.rejections["empty_transaction"] += len(frames) - len(txs)
                     if txs:
-                        await self._deliver(txs)
-        except FrameTooLarge:
-            self.rejections["oversized"] += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                        await self._to_batch_maker.send(txs)  # type: ignore[arg-type]
+        except (Truncated, *STREAM_ERRORS) as exc:  # a client that hung up mid-frame
             log.debug("client connection closed: %s", exc)
+        except FrameError as exc:
+            self.rejections[exc.reason] += 1
         finally:
             self.clients -= 1

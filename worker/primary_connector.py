@@ -1,63 +1,41 @@
-"""Worker -> primary reports: `OurBatch(digest, worker_id)` and `OthersBatch(digest, worker_id)`.
+"""Primary connector: the processor's reports, in order, to this authority's primary.
 
-Frames are u32-length-prefixed msgpack arrays `[kind, digest, worker_id]`. The reporter
-keeps one connection to its primary (the digest collector in this testbed), queues
-through a bounded channel (back-pressure rather than loss) and redials with backoff.
+One connection to the primary (the digest collector in this testbed); reports arrive
+through a bounded channel (back-pressure rather than loss), go out in plain frames
+(worker/wire/reports.py), and the link is redialed with backoff when it breaks.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from enum import IntEnum
 
-import msgpack
 import trio
 
+from worker.changes import Changes
+from worker.streams import STREAM_ERRORS
 from worker.wire.frames import frame
-from worker.wire.messages import DIGEST_BYTES
+from worker.wire.reports import Report, encode_report
 
 log = logging.getLogger(__name__)
 
-
-class ReportKind(IntEnum):
-    OUR_BATCH = 0
-    OTHERS_BATCH = 1
+#: Reports written per send, at most.
+BATCH = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
-    kind: ReportKind
-    digest: bytes
-    worker_id: int
-
-
-def encode_report(report: Report) -> bytes:
-    return msgpack.packb([int(report.kind), report.digest, report.worker_id], use_bin_type=True)
-
-
-def decode_report(data: bytes) -> Report:
-    """Raises ValueError on anything but a well-formed report."""
-    try:
-        kind, digest, worker_id = msgpack.unpackb(data, raw=False)
-        kind = ReportKind(kind)
-    except Exception as exc:
-        raise ValueError(f"malformed report: {exc}") from exc
-    if type(digest) is not bytes or len(digest) != DIGEST_BYTES or type(worker_id) is not int:
-        raise ValueError("malformed report fields")
-    return Report(kind, digest, worker_id)
-
-
-class PrimaryReporter:
+class PrimaryConnector:
     """Delivers reports in order to the primary, reconnecting until it is reachable."""
 
-    def __init__(self, host: str, port: int, capacity: int = 1_000) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        from_processor: trio.MemoryReceiveChannel[Report],
+        changes: Changes | None = None,
+    ) -> None:
         self.host, self.port = host, port
-        self._tx, self._rx = trio.open_memory_channel[Report](capacity)
+        self._rx = from_processor
+        self._changes = changes or Changes()
         self.sent = 0
-
-    async def report(self, report: Report) -> None:
-        await self._tx.send(report)
 
     @property
     def queued(self) -> int:
@@ -80,7 +58,7 @@ class PrimaryReporter:
                     while True:
                         if not unsent:
                             unsent.append(await self._rx.receive())
-                        while len(unsent) < 256:
+                        while len(unsent) < BATCH:
                             try:
                                 unsent.append(self._rx.receive_nowait())
                             except trio.WouldBlock:
@@ -88,7 +66,8 @@ class PrimaryReporter:
                         await stream.send_all(b"".join(frame(encode_report(r)) for r in unsent))
                         self.sent += len(unsent)
                         unsent = []
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                        self._changes.notify()
+            except STREAM_ERRORS as exc:
                 # What failed to go out is re-sent on the next link; the collector keeps
                 # sets, so a repeat is harmless where a loss would not be.
                 log.debug("primary link lost: %s", exc)

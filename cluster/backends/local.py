@@ -1,261 +1,296 @@
-"""`narwhal-testbed local`: a committee as local processes, driven by load clients.
+"""The local backend: one process per authority on this machine, clients in the driver.
 
-Each authority runs in its own process (its digest collector and its W workers on one
-trio loop), so the committee uses every core; the load clients run as trio tasks in
-the driver. The driver talks to each process over a pipe: ready -> drain -> stop.
+Each authority's process (cluster/backends/authority_process.py) holds its collector and
+its workers, so the committee uses every core; the load clients run as trio tasks on a
+thread of the driver. A crash kills the authority's process; the collector's digests,
+which stand for the primary (a process of its own in Narwhal, which a worker crash
+leaves alone), are read just before and kept for the checker. A restart spawns a fresh
+process on the same stores and keys, on the same committee entry, and rediscovers it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import multiprocessing as mp
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from cluster.backends.authority_process import READY, authority_process
 from cluster.committee import make_local_committee
+from cluster.experiment import ExperimentConfig
 from cluster.load_client import run_load_client
-from cluster.summary import summarize
-from faults.agreement import check_digest_agreement
-from metrics.service_discovery import MetricsTarget, write_targets
-from primary.digest_collector import DigestCollector
-from worker.config import Committee, Parameters
+from metrics.service_discovery import MetricsTarget
+from worker.core.faults import FaultSettings
 from worker.keys import KeyPair, short_name
-from worker.worker import Worker
 
 log = logging.getLogger(__name__)
+CALL_TIMEOUT = 60.0
 
 
-@dataclass
-class LocalRunConfig:
-    nodes: int = 4
-    workers: int = 1
-    rate: int = 20_000
-    tx_size: int = 512
-    duration: float = 20.0
-    faults: int = 0
-    params: Parameters = field(default_factory=Parameters)
-    store_dir: Path | None = None
-    drain_timeout: float = 30.0
-    startup_timeout: float = 60.0
-    #: write Prometheus file-SD targets here once the workers are up
-    targets_file: Path | None = None
-    #: seconds to keep the drained committee up so a scraper takes its last sample
-    linger: float = 0.0
-    #: called once the committee is up (and targets written), before the load starts
-    on_ready: Callable[[], None] | None = None
+class AuthorityProcess:
+    """The driver's handle on one authority's process: send commands, await their answers."""
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "nodes": self.nodes,
-            "workers": self.workers,
-            "faults": self.faults,
-            "transport": self.params.transport,
-            "input_rate": self.rate,
-            "tx_size": self.tx_size,
-            "duration": self.duration,
-            "batch_size": self.params.batch_size,
-            "max_batch_delay": self.params.max_batch_delay,
-        }
-
-
-# -- the authority process ----------------------------------------------------------------
-def authority_process(
-    committee_json: str, params_json: str, seed: bytes, store_dir: str, conn: Connection
-) -> None:
-    """Entry point of one authority's process (spawned)."""
-    logging.basicConfig(level=logging.WARNING)
-    committee = Committee.model_validate_json(committee_json)
-    params = Parameters.model_validate_json(params_json)
-    keypair = KeyPair.generate(seed)
-    try:
-        results = trio.run(_authority_main, committee, params, keypair, Path(store_dir), conn)
-        conn.send(("results", results))
-    except Exception as exc:  # report, so the driver fails with the cause
-        conn.send(("error", repr(exc)))
-        raise
-
-
-async def _recv(conn: Connection) -> Any:
-    return await trio.to_thread.run_sync(conn.recv, abandon_on_cancel=True)
-
-
-async def _discover(nodes: list[Worker], peers: dict[int, dict[str, str]]) -> None:
-    """Hand every worker its peers' listen addresses; return once all are connected."""
-    for node in nodes:
-        add = getattr(node.transport, "add_peer_addr", None)
-        wait = getattr(node.transport, "wait_discovery", None)
-        if add is None or wait is None:
-            continue  # TCP: dials the committee's addresses, nothing to learn
-        live = {p: a for p, a in peers.get(node.worker_id, {}).items() if p != node.name}
-        for peer, address in live.items():
-            add(peer, address)
-        await wait(set(live))  # authorities that never booted are not waited for
-
-
-async def _authority_main(
-    committee: Committee, params: Parameters, keypair: KeyPair, store_dir: Path, conn: Connection
-) -> dict[str, Any]:
-    name = keypair.name
-    host, port = committee.authorities[name].primary.hostport
-    collector = DigestCollector(host, port)
-    nodes = [
-        Worker(
-            committee, name, wid, params,
-            store_dir / f"{name[:8]}-w{wid}".replace("/", "_"),
-            metrics_address=(committee.worker(name, wid).transactions_hostport[0], 0),
-            keypair=keypair,
+    def __init__(self, ctx: Any, key: KeyPair, committee_json: str, params_json: str, store: str):
+        self.name = key.name
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(
+            target=authority_process,
+            args=(committee_json, params_json, key.seed, store, child),
+            daemon=True,
         )
-        for wid in sorted(committee.authorities[name].workers)
-    ]  # fmt: skip
-    async with trio.open_nursery() as nursery:
-        await nursery.start(collector.serve)
-        infos = [await nursery.start(node.run) for node in nodes]
-        conn.send(("ready", infos))
-        _, peers, timeout = await _recv(conn)
-        with trio.fail_after(timeout):
-            await _discover(nodes, peers)
-        conn.send(("discovered", True))
-        _, drain_timeout = await _recv(conn)
-        with trio.move_on_after(drain_timeout):
-            for node in nodes:
-                await node.wait_idle()
-        conn.send(("drained", all(node.idle() for node in nodes)))
-        await _recv(conn)  # linger: the driver lets scrapers take a last sample
-        await _recv(conn)  # stop
-        with trio.move_on_after(5):
-            # the reporters have no event to await: poll until their queues are empty
-            while any(n.processor and n.processor.reporter.queued for n in nodes):
-                await trio.sleep(0.01)
-            sent = sum(node.processor.reporter.sent for node in nodes if node.processor)
-            await collector.wait_for(lambda: collector.reports >= sent)
-        results = {
-            "authority": name,
-            "workers": [{**node.stats(), "records": node.records_json()} for node in nodes],
-            "collector": collector.digests.to_json(),
+        self.proc.start()
+        child.close()
+        self._next = READY + 1
+        self._answers: dict[int, tuple[bool, Any]] = {}
+        self.infos: list[dict[str, Any]] = []
+
+    def submit(self, command: str, *args: Any) -> int:
+        request, self._next = self._next, self._next + 1
+        self.conn.send((request, command, args))
+        return request
+
+    def answer(self, request: int, timeout: float, what: str) -> Any:
+        """Wait for the answer to `request` (or the process's death, or `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while request not in self._answers:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{what}: {short_name(self.name)} silent for {timeout:g} s")
+            ready = wait([self.conn, self.proc.sentinel], remaining)
+            if self.conn in ready:  # an answer (or the pipe's end) is read before a death
+                try:
+                    got, ok, value = self.conn.recv()
+                except EOFError:
+                    self._died(what)
+                self._answers[got] = (ok, value)
+            elif ready:
+                self._died(what)
+        ok, value = self._answers.pop(request)
+        if not ok:
+            raise RuntimeError(f"{what}: {short_name(self.name)} failed: {value}")
+        return value
+
+    def _died(self, what: str) -> None:
+        self.proc.join(5)
+        code = self.proc.exitcode
+        raise RuntimeError(f"{what}: {short_name(self.name)} exited (code {code})")
+
+    def call(self, command: str, *args: Any, timeout: float = CALL_TIMEOUT) -> Any:
+        return self.answer(self.submit(command, *args), timeout, command)
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful stop, as a crash."""
+        self.proc.kill()
+        self.proc.join()
+        self.conn.close()
+
+    @staticmethod
+    def stop_all(procs: list[AuthorityProcess], timeout: float = 30.0) -> None:
+        """Stop every process at once, so none dials a peer that already left."""
+        asked = []
+        for p in procs:
+            if p.proc.is_alive():
+                with contextlib.suppress(OSError):
+                    asked.append((p, p.submit("stop")))
+        for p, request in asked:
+            try:
+                p.answer(request, timeout, "stop")
+                p.proc.join(timeout)
+            except (RuntimeError, TimeoutError) as exc:
+                log.warning("authority %s did not stop cleanly: %s", short_name(p.name), exc)
+        for p in procs:
+            if p.proc.is_alive():
+                p.proc.terminate()
+                p.proc.join(5)
+            p.conn.close()
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two collectors' `to_json()` digests as one."""
+    out: dict[str, Any] = {}
+    for kind in ("ours", "others"):
+        ids = set(a.get(kind, {})) | set(b.get(kind, {}))
+        out[kind] = {
+            w: sorted(set(a.get(kind, {}).get(w, [])) | set(b.get(kind, {}).get(w, [])))
+            for w in ids
         }
-        nursery.cancel_scope.cancel()
-    return results
+    return out
 
 
-# -- the driver ---------------------------------------------------------------------------
-def _metrics_targets(infos: list[dict[str, Any]]) -> list[MetricsTarget]:
-    return [
-        MetricsTarget(i["metrics"], short_name(i["authority"]), i["worker_id"])
-        for i in infos
-        if i.get("metrics")
-    ]
+class LocalBackend:
+    name = "local"
 
+    def __init__(self) -> None:
+        self.procs: dict[int, AuthorityProcess] = {}
+        self.names: list[str] = []
+        self._store_root: Path | None = None
+        self._remove_stores = False
+        self._lost: dict[str, dict[str, Any]] = {}
+        self._impostors: list[tuple[AuthorityProcess, int]] = []
+        self._load: threading.Thread | None = None
+        self._clients: list[dict[str, Any]] = []
+        self._load_error: BaseException | None = None
 
-def _expect(conn: Connection, proc: mp.process.BaseProcess, kind: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while not conn.poll(0.1):
-        if not proc.is_alive():
-            raise RuntimeError(f"authority process exited (code {proc.exitcode}) before {kind!r}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"authority process sent no {kind!r} within {timeout:.0f} s")
-    msg = conn.recv()
-    if msg[0] == "error":
-        raise RuntimeError(f"authority process failed: {msg[1]}")
-    if msg[0] != kind:
-        raise RuntimeError(f"expected {kind!r} from an authority process, got {msg[0]!r}")
-    return msg[1]
-
-
-async def _drive_clients(
-    committee: Committee, live: list[str], cfg: LocalRunConfig, progress: Any
-) -> list[dict[str, Any]]:
-    total_workers = cfg.nodes * cfg.workers
-    per_client = math.ceil(cfg.rate / total_workers)
-    reports: list[dict[str, Any]] = []
-
-    async def one(address: str) -> None:
-        report = await run_load_client(address, per_client, cfg.tx_size, cfg.duration)
-        reports.append(report.to_json())
-
-    async with trio.open_nursery() as nursery:
-        for name in live:
-            for addrs in committee.authorities[name].workers.values():
-                nursery.start_soon(one, addrs.transactions)
-        if progress is not None:
-            nursery.start_soon(progress, cfg.duration)
-    return reports
-
-
-def run_local(cfg: LocalRunConfig, progress: Any = None) -> dict[str, Any]:
-    """Run the committee, drive the load, return the summary (with agreement check)."""
-    if cfg.faults * 3 >= cfg.nodes and cfg.faults:
-        log.warning(
-            "faults=%d of %d nodes: more than f, no batch can reach quorum", cfg.faults, cfg.nodes
+    # -- deploy and discover ----------------------------------------------------------------
+    def deploy(self, cfg: ExperimentConfig, note: Callable[[str], None]) -> list[str]:
+        self.cfg = cfg
+        self.timeout = cfg.startup_timeout or 60.0
+        self.committee, self.keys = make_local_committee(cfg.authorities, cfg.workers)
+        self.names = [k.name for k in self.keys]
+        self._remove_stores = cfg.store_dir is None
+        self._store_root = cfg.store_dir or Path(tempfile.mkdtemp(prefix="narwhal-local-"))
+        self._ctx = mp.get_context("spawn")
+        for i in range(cfg.authorities - cfg.faults):  # the last f never boot
+            self.procs[i] = self._spawn(i)
+        for proc in self.procs.values():
+            proc.infos = proc.answer(READY, self.timeout, "starting")
+        note(
+            f"{len(self.procs)} of {cfg.authorities} authorities x {cfg.workers} worker(s) "
+            "up as local processes"
         )
-    committee, keys = make_local_committee(cfg.nodes, cfg.workers)
-    live_keys = keys[: cfg.nodes - cfg.faults]  # the last f never boot
-    live = [k.name for k in live_keys]
-    store_root = cfg.store_dir or Path(tempfile.mkdtemp(prefix="narwhal-local-"))
-    ctx = mp.get_context("spawn")
-    procs: list[tuple[mp.process.BaseProcess, Connection]] = []
-    try:
-        for key in live_keys:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=authority_process,
-                args=(
-                    committee.model_dump_json(),
-                    cfg.params.model_dump_json(),
-                    key.seed,
-                    str(store_root),
-                    child,
-                ),
-                daemon=True,
-            )
-            proc.start()
-            procs.append((proc, parent))
-        infos = [i for p, c in procs for i in _expect(c, p, "ready", cfg.startup_timeout)]
+        return self.names
+
+    def _spawn(self, index: int) -> AuthorityProcess:
+        return AuthorityProcess(
+            self._ctx,
+            self.keys[index],
+            self.committee.model_dump_json(),
+            self.cfg.params.model_dump_json(),
+            str(self._store_root / short_name(self.names[index]).replace("/", "_")),
+        )
+
+    def discover(self, fresh: set[int] | None = None) -> None:
+        """Everyone learns the `fresh` authorities' addresses (default all); the fresh ones
+        learn everyone's. Waits until every live worker is linked to every live peer."""
+        fresh = set(self.procs) if fresh is None else fresh
+        addresses: dict[int, dict[str, str]] = {}
+        for proc in self.procs.values():
+            for info in proc.infos:
+                addresses.setdefault(info["worker_id"], {})[info["authority"]] = info[
+                    "worker_to_worker"
+                ]
+        live = [p.name for p in self.procs.values()]
+        fresh_names = {self.names[i] for i in fresh}
+        calls = []
+        for i, proc in self.procs.items():
+            peers = {
+                wid: {a: addr for a, addr in by.items() if i in fresh or a in fresh_names}
+                for wid, by in addresses.items()
+            }
+            calls.append((proc, proc.submit("discover", peers, live, self.timeout)))
+        for proc, request in calls:
+            proc.answer(request, self.timeout + 10, "discovery")
+
+    def metrics_targets(self) -> list[MetricsTarget]:
+        return [
+            MetricsTarget(i["metrics"], short_name(i["authority"]), i["worker_id"])
+            for p in self.procs.values()
+            for i in p.infos
+            if i.get("metrics")
+        ]
+
+    # -- load -------------------------------------------------------------------------------
+    def start_load(self, rate: int, tx_size: int, duration: float) -> None:
+        targets = [i["transactions"] for p in self.procs.values() for i in p.infos]
+
+        async def clients() -> None:
+            async def one(address: str) -> None:
+                report = await run_load_client(address, rate, tx_size, duration)
+                self._clients.append(report.to_json())
+
+            async with trio.open_nursery() as nursery:
+                for address in targets:
+                    nursery.start_soon(one, address)
+
+        def main() -> None:
+            try:
+                trio.run(clients)
+            except BaseException as exc:  # re-raised by wait_load in the driver's thread
+                self._load_error = exc
+
+        self._load = threading.Thread(target=main, name="load-clients", daemon=True)
+        self._load.start()
+
+    def wait_load(self, timeout: float) -> list[dict[str, Any]] | None:
+        assert self._load is not None
+        self._load.join(timeout)
+        if self._load.is_alive():
+            return None
+        if self._load_error is not None:
+            raise RuntimeError("the load clients failed") from self._load_error
+        return self._clients
+
+    def progress(self) -> dict[str, int] | None:
+        calls = [(p, p.submit("progress")) for p in self.procs.values()]
+        try:
+            figures = [p.answer(r, 2.0, "progress") for p, r in calls]
+        except TimeoutError:
+            return None  # a busy authority answers late: skip this tick
+        return {k: sum(f[k] for f in figures) for k in ("transactions_received", "batches_quorum")}
+
+    # -- scenario steps (faults.runner.ScenarioRun) ----------------------------------------
+    def crash(self, index: int) -> None:
+        proc = self.procs.pop(index)
+        digests = proc.call("digests")
+        self._lost[proc.name] = _merge(self._lost.get(proc.name, {}), digests)
+        proc.kill()
+
+    def restart(self, index: int) -> None:
+        proc = self.procs[index] = self._spawn(index)
+        proc.infos = proc.answer(READY, CALL_TIMEOUT, "restarting")
+        self.discover({index})
+
+    def set_faults(self, index: int, settings: FaultSettings) -> None:
+        self.procs[index].call("set_faults", settings.model_dump_json())
+
+    def impersonate(self, index: int, victim: int) -> None:
+        proc = self.procs[index]
         peers: dict[int, dict[str, str]] = {}
-        for info in infos:
-            peers.setdefault(info["worker_id"], {})[info["authority"]] = info["worker_to_worker"]
-        for _, conn in procs:
-            conn.send(("peers", peers, cfg.startup_timeout))
-        for proc, conn in procs:
-            _expect(conn, proc, "discovered", cfg.startup_timeout + 10)
-        if cfg.targets_file is not None:
-            write_targets(cfg.targets_file, _metrics_targets(infos))
-        if cfg.on_ready is not None:
-            cfg.on_ready()
-        clients = trio.run(_drive_clients, committee, live, cfg, progress)
-        for _, conn in procs:
-            conn.send(("drain", cfg.drain_timeout))
-        drained = [_expect(c, p, "drained", cfg.drain_timeout + 10) for p, c in procs]
-        drained_at = time.time()
-        time.sleep(cfg.linger)
-        for _, conn in procs:
-            conn.send(("linger_done",))
-        for _, conn in procs:
-            conn.send(("stop",))
-        results = [_expect(c, p, "results", 30) for p, c in procs]
-        for proc, _ in procs:
-            proc.join(timeout=10)
-    finally:
-        for proc, _ in procs:
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-        if cfg.store_dir is None:
-            shutil.rmtree(store_root, ignore_errors=True)
-    workers = [w for r in results for w in r["workers"]]
-    summary = summarize(cfg.describe(), workers, clients)
-    summary["drained"] = all(drained)
-    summary["drained_at"] = drained_at
-    summary["digest_agreement"] = check_digest_agreement(
-        workers, {r["authority"]: r["collector"] for r in results}
-    )
-    summary["per_worker"] = [{k: v for k, v in w.items() if k != "records"} for w in workers]
-    return summary
+        for other in self.procs.values():
+            for info in other.infos:
+                peers.setdefault(info["worker_id"], {})[other.name] = info["worker_to_worker"]
+        self._impostors.append((proc, proc.submit("impersonate", self.names[victim], peers)))
+
+    def impersonations(self) -> list[dict[str, Any]]:
+        done = [p.answer(r, CALL_TIMEOUT, "impersonation") for p, r in self._impostors]
+        return [attempt for attempts in done for attempt in attempts]
+
+    def evidence(self) -> list[dict[str, Any]]:
+        calls = [(p, p.submit("evidence")) for p in self.procs.values()]
+        return [e for p, r in calls for e in p.answer(r, CALL_TIMEOUT, "evidence")]
+
+    # -- drain, collect, stop -------------------------------------------------------------
+    def drain(self, timeout: float) -> bool:
+        calls = [(p, p.submit("drain", timeout)) for p in self.procs.values()]
+        return all([p.answer(r, timeout + 10, "drain") for p, r in calls])
+
+    def collect(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+        calls = [(p, p.submit("collect", 5.0)) for p in self.procs.values()]
+        results = [p.answer(r, 30, "collect") for p, r in calls]
+        workers = [w for r in results for w in r["workers"]]
+        collectors = {
+            r["authority"]: _merge(self._lost.get(r["authority"], {}), r["collector"])
+            for r in results
+        }
+        return workers, collectors
+
+    def placement(self) -> tuple[dict[str, dict[str, Any]], str | None]:
+        return {}, None
+
+    def stop(self) -> None:
+        AuthorityProcess.stop_all(list(self.procs.values()))
+        self.procs.clear()
+        if self._load is not None:
+            self._load.join(5)
+        if self._remove_stores and self._store_root is not None:
+            shutil.rmtree(self._store_root, ignore_errors=True)
+            self._store_root = None

@@ -1,149 +1,183 @@
-"""`narwhal-testbed run`: the committee as Ray actors, driven by load-client actors.
+"""The Ray backend: the committee as Ray actors (cluster/ray/), one per worker and collector.
 
-Steps: connect to Ray -> place and deploy the committee (ports, committee, start,
-discovery) -> start the clients together -> load for `duration` s with progress ->
-drain -> collect results and digests -> stop every actor -> summary. Whatever fails,
-the actors are stopped (or killed) and an embedded Ray is shut down.
+Deploy connects to Ray (an embedded instance, or a cluster by address), places one
+authority per Ray node where there are enough, and starts the actors; the clients are
+actors next to their workers. A crash is a `ray.kill` of the authority's worker actors
+(its collector, the primary's side, lives on); a restart is fresh actors on the same
+Ray node with the same stores and keys, rediscovered. An embedded Ray is shut down on stop.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import ray
 
-from cluster.backends.local import LocalRunConfig
-from cluster.ray.committee import RayCommittee
+from cluster.experiment import ExperimentConfig
+from cluster.ray.committee import RayCommittee, WorkerSlot, get_within
 from cluster.ray.connect import connect
-from cluster.ray.load import RayLoad, per_client_rate
+from cluster.ray.load import RayLoad
 from cluster.ray.placement import Placement, alive_nodes, plan_placement
-from cluster.ray.report import build_summary
 from metrics.service_discovery import MetricsTarget, write_targets
+from worker.core.faults import FaultSettings
 from worker.keys import short_name
 
 log = logging.getLogger(__name__)
+CALL_TIMEOUT = 60.0
 
 
-class RunObserver(Protocol):
-    """What the driver reports while it runs (the CLI shows it with rich)."""
-
-    def note(self, message: str) -> None: ...
-
-    def load_started(self, duration: float) -> None: ...
-
-    def load_tick(self, elapsed: float, live: dict[str, int] | None) -> None: ...
-
-    def load_done(self) -> None: ...
+def metrics_targets(committee: RayCommittee) -> list[MetricsTarget]:
+    """Prometheus targets of every running worker (their ports change on a restart)."""
+    return [
+        MetricsTarget(s.info["metrics"], short_name(s.authority), s.worker_id)
+        for s in committee.workers
+        if s.actor is not None and s.info.get("metrics")
+    ]
 
 
-class QuietObserver:
-    def note(self, message: str) -> None:
-        log.info("%s", message)
-
-    def load_started(self, duration: float) -> None:
-        pass
-
-    def load_tick(self, elapsed: float, live: dict[str, int] | None) -> None:
-        pass
-
-    def load_done(self) -> None:
-        pass
+def write_ray_targets(committee: RayCommittee, path: Path) -> None:
+    write_targets(path, metrics_targets(committee))
 
 
-@dataclass
-class RayRunConfig(LocalRunConfig):
-    """`local`'s settings (same `describe()` keys), defaults of the original benchmark."""
-
-    rate: int = 20_000
-    duration: float = 30.0
-    #: None: an embedded local Ray; "auto" or host:port: join that cluster.
-    address: str | None = None
-    #: CPUs of an embedded Ray (None: all cores). Actors ask for none: placement pins them.
-    num_cpus: int | None = None
-    startup_timeout: float = 120.0
+def _describe(placement: Placement) -> str:
+    distinct = len({n.node_id for n in placement.homes})
+    return f"{len(placement.homes)} authorities on {distinct} distinct node(s)"
 
 
-def run_ray(cfg: RayRunConfig, observer: RunObserver | None = None) -> dict[str, Any]:
-    """Run the benchmark on Ray and return the summary (with agreement and per-node figures)."""
-    observer = observer or QuietObserver()
-    if cfg.faults and cfg.faults * 3 >= cfg.nodes:
-        log.warning("faults=%d of %d nodes: no batch can reach quorum", cfg.faults, cfg.nodes)
-    connected = connect(cfg.address, cfg.num_cpus)
-    try:
+class RayBackend:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        #: None: an embedded local Ray; "auto" or host:port: join that cluster.
+        self.address, self.num_cpus = address, num_cpus
+        self.committee: RayCommittee | None = None
+        self._connected = False
+        self._load: RayLoad | None = None
+        self._impostors: list[tuple[str, Any]] = []
+        self._remove_stores = True
+
+    @property
+    def _c(self) -> RayCommittee:
+        assert self.committee is not None, "not deployed"
+        return self.committee
+
+    def _slots(self, index: int) -> list[WorkerSlot]:
+        return self._c.workers_of(self._c.authorities[index].name)
+
+    # -- deploy and discover ----------------------------------------------------------------
+    def deploy(self, cfg: ExperimentConfig, note: Callable[[str], None]) -> list[str]:
+        self.timeout = cfg.startup_timeout or 120.0
+        self._remove_stores = cfg.store_dir is None
+        self._connected = connect(self.address, self.num_cpus)
         nodes = alive_nodes()
-        placement = plan_placement(nodes, cfg.nodes, cfg.workers)
-        observer.note(f"Ray cluster: {len(nodes)} node(s); {_describe_homes(placement)}")
+        placement = plan_placement(nodes, cfg.authorities, cfg.workers)
+        where = f"Ray at {self.address}" if self.address else "an embedded Ray"
+        note(f"{where}: {len(nodes)} node(s); {_describe(placement)}")
         if placement.note:
-            observer.note(f"note: {placement.note}")
-        committee = RayCommittee(
-            cfg.nodes,
+            note(f"note: {placement.note}")
+        self.committee = RayCommittee(
+            cfg.authorities,
             cfg.workers,
             cfg.params,
             cfg.faults,
             store_root=str(cfg.store_dir) if cfg.store_dir else None,
             placement=placement,
         )
+        self.committee.deploy(self.timeout, discover=False)
+        note(f"{len(self.committee.live_workers)} worker(s) listening")
+        return [a.name for a in self.committee.authorities]
+
+    def discover(self) -> None:
+        self._c.discover(self._c.live_workers, self.timeout)
+
+    def metrics_targets(self) -> list[MetricsTarget]:
+        return metrics_targets(self._c)
+
+    # -- load -------------------------------------------------------------------------------
+    def start_load(self, rate: int, tx_size: int, duration: float) -> None:
+        self._load = RayLoad(self._c, self.timeout)
+        self._load.start(rate, tx_size, duration)
+
+    def wait_load(self, timeout: float) -> list[dict[str, Any]] | None:
+        assert self._load is not None
+        reports = self._load.wait(timeout)
+        if reports is not None:
+            self._load.stop()
+        return reports
+
+    def progress(self) -> dict[str, int] | None:
         try:
-            return _run(cfg, committee, observer)
-        except BaseException:
-            committee.abort()
-            raise
-    finally:
-        if connected:
-            ray.shutdown()
+            return self._c.progress(timeout=2.0)
+        except TimeoutError:
+            return None  # a busy worker answers late: skip this tick
 
+    # -- scenario steps (faults.runner.ScenarioRun) ----------------------------------------
+    def crash(self, index: int) -> None:
+        for slot in self._slots(index):
+            if slot.actor is not None:
+                self._c.kill_worker(slot.authority, slot.worker_id)
 
-def write_ray_targets(committee: RayCommittee, path: Path) -> None:
-    """Prometheus file-SD targets for every running worker (rewritten after restarts)."""
-    write_targets(
-        path,
-        [
-            MetricsTarget(s.info["metrics"], short_name(s.authority), s.worker_id)
-            for s in committee.workers
-            if s.actor is not None and s.info.get("metrics")
-        ],
-    )
+    def restart(self, index: int) -> None:
+        for slot in self._slots(index):
+            if slot.actor is None:
+                self._c.restart_worker(slot.authority, slot.worker_id, CALL_TIMEOUT)
 
+    def set_faults(self, index: int, settings: FaultSettings) -> None:
+        refs = [
+            slot.actor.set_faults.remote(settings.model_dump_json())
+            for slot in self._slots(index)
+            if slot.actor is not None
+        ]
+        get_within(refs, CALL_TIMEOUT, "applying fault settings")
 
-def _run(cfg: RayRunConfig, committee: RayCommittee, observer: RunObserver) -> dict[str, Any]:
-    committee.deploy(cfg.startup_timeout)
-    if cfg.targets_file is not None:
-        write_ray_targets(committee, cfg.targets_file)
-    if cfg.on_ready is not None:
-        cfg.on_ready()
-    observer.note(
-        f"{len(committee.live_workers)} worker(s) listening, discovery complete over "
-        f"{cfg.params.transport}"
-    )
-    load = RayLoad(committee, cfg.startup_timeout)
-    try:
-        rate = per_client_rate(cfg.rate, cfg.nodes, cfg.workers)
-        observer.load_started(cfg.duration)
+    def impersonate(self, index: int, victim: int) -> None:
+        victim_name = self._c.authorities[victim].name
+        for slot in self._slots(index):
+            peers = {
+                p.authority: p.info["worker_to_worker"]
+                for p in self._c.workers
+                if p.worker_id == slot.worker_id and p.info
+            }
+            self._impostors.append((slot.label, slot.actor.impersonate.remote(victim_name, peers)))
+
+    def impersonations(self) -> list[dict[str, Any]]:
+        return [
+            {"by": by, **get_within(ref, CALL_TIMEOUT, "impersonation")}
+            for by, ref in self._impostors
+        ]
+
+    def evidence(self) -> list[dict[str, Any]]:
+        slots = self._c.running_workers
+        return get_within([s.actor.evidence.remote() for s in slots], CALL_TIMEOUT, "evidence")
+
+    # -- drain, collect, stop -------------------------------------------------------------
+    def drain(self, timeout: float) -> bool:
+        return self._c.drain(timeout)
+
+    def collect(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+        workers, collectors = self._c.collect(CALL_TIMEOUT)
+        return workers, {name: c["digests"] for name, c in collectors.items()}
+
+    def placement(self) -> tuple[dict[str, dict[str, Any]], str | None]:
+        homes = {
+            a.name: {"ray_node_id": a.node.node_id, "ray_node_ip": a.node.ip}
+            for a in self._c.authorities
+        }
+        return homes, self._c.placement.note
+
+    def stop(self) -> None:
         try:
-            clients = load.run(rate, cfg.tx_size, cfg.duration, observer.load_tick)
+            if self._load is not None:
+                self._load.stop()
+            if self.committee is not None:
+                stopped = self.committee.stop(remove_stores=self._remove_stores)
+                if not all(s["store_closed"] for s in stopped):
+                    log.warning("some worker did not stop cleanly: %s", stopped)
         finally:
-            observer.load_done()
-    finally:
-        load.stop()
-    drained = committee.drain(cfg.drain_timeout)
-    time.sleep(cfg.linger)  # let a scraper take its last sample
-    workers, collectors = committee.collect()
-    stopped = committee.stop(remove_stores=cfg.store_dir is None)
-    if not all(s["store_closed"] for s in stopped):
-        log.warning("some worker did not stop cleanly: %s", stopped)
-    homes = {
-        a.name: {"ray_node_id": a.node.node_id, "ray_node_ip": a.node.ip}
-        for a in committee.authorities
-    }
-    return build_summary(
-        cfg.describe(), workers, clients, collectors, homes, drained, committee.placement.note
-    )
-
-
-def _describe_homes(placement: Placement) -> str:
-    distinct = len({n.node_id for n in placement.homes})
-    return f"{len(placement.homes)} authorities on {distinct} distinct node(s)"
+            self.committee = self._load = None
+            if self._connected:
+                ray.shutdown()
+                self._connected = False

@@ -66,7 +66,7 @@ class AuthoritySlot:
 class RayCommittee:
     def __init__(
         self,
-        nodes: int,
+        authorities: int,
         workers: int,
         params: Parameters,
         faults: int = 0,
@@ -74,16 +74,16 @@ class RayCommittee:
         placement: Placement | None = None,
         actor_cpus: float = 0.0,
     ) -> None:
-        if not 0 <= faults < nodes:
-            raise ValueError("faults must be in 0..nodes-1")
-        self.n, self.w, self.params, self.faults = nodes, workers, params, faults
-        self.placement = placement or plan_placement(alive_nodes(), nodes, workers)
+        if not 0 <= faults < authorities:
+            raise ValueError("faults must be in 0..authorities-1")
+        self.n, self.w, self.params, self.faults = authorities, workers, params, faults
+        self.placement = placement or plan_placement(alive_nodes(), authorities, workers)
         root = store_root or f"{tempfile.gettempdir()}/narwhal-ray-{uuid.uuid4().hex[:8]}"
         self.store_root = PurePosixPath(root)
         self.actor_cpus = actor_cpus
-        keys = sorted((KeyPair.generate() for _ in range(nodes)), key=lambda k: k.name)
+        keys = sorted((KeyPair.generate() for _ in range(authorities)), key=lambda k: k.name)
         self.authorities = [
-            AuthoritySlot(key, home, self.placement.host(home), live=i < nodes - faults)
+            AuthoritySlot(key, home, self.placement.host(home), live=i < authorities - faults)
             for i, (key, home) in enumerate(zip(keys, self.placement.homes, strict=True))
         ]
         self.workers: list[WorkerSlot] = [
@@ -114,6 +114,9 @@ class RayCommittee:
     def live_authorities(self) -> list[AuthoritySlot]:
         return [a for a in self.authorities if a.live]
 
+    def workers_of(self, authority: str) -> list[WorkerSlot]:
+        return [w for w in self.workers if w.authority == authority]
+
     def worker(self, authority: str, worker_id: int) -> WorkerSlot:
         for slot in self.workers:
             if slot.authority == authority and slot.worker_id == worker_id:
@@ -139,8 +142,8 @@ class RayCommittee:
             .remote(auth.name, auth.host)
         )
 
-    def deploy(self, timeout: float = 60.0) -> None:
-        """Start every live actor and complete discovery; raises on any failure."""
+    def deploy(self, timeout: float = 60.0, discover: bool = True) -> None:
+        """Start every live actor (and complete discovery); raises on any failure."""
         for auth in self.authorities:
             auth.collector = self._new_collector_actor(auth)
         for slot in self.workers:
@@ -167,7 +170,8 @@ class RayCommittee:
         for auth, info in zip(self.live_authorities, infos, strict=True):
             auth.info = info
         self._start_workers(self.live_workers, timeout)
-        self.discover(self.live_workers, timeout)
+        if discover:
+            self.discover(self.live_workers, timeout)
 
     def _build_committee(self) -> Committee:
         return Committee(
@@ -290,7 +294,7 @@ class RayCommittee:
 
     # -- shutdown ---------------------------------------------------------------------------------
     def stop(self, remove_stores: bool = True, timeout: float = 30.0) -> list[dict[str, Any]]:
-        """Stop every node (stores closed, ports freed), then end the actors' processes.
+        """Stop every worker (stores closed, ports freed), then end the actors' processes.
 
         Returns each live worker's stop report; a worker that died meanwhile reports why.
         """

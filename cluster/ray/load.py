@@ -1,14 +1,7 @@
-"""The load: one client actor per live worker, all started together, watched while running.
-
-The rate is split as in the original harness: every client sends `ceil(rate / (N * W))`
-tx/s, counting the workers of faulty authorities too (they just get no client).
-"""
+"""The load on Ray: one client actor per live worker, on its node, all started together."""
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -16,13 +9,6 @@ import ray
 from cluster.ray.client_actor import LoadClientActor
 from cluster.ray.committee import RayCommittee, get_within
 from cluster.ray.placement import pinned
-
-#: Called about once a second while the load runs: (elapsed s, live totals or None).
-OnTick = Callable[[float, dict[str, int] | None], None]
-
-
-def per_client_rate(rate: int, nodes: int, workers: int) -> int:
-    return math.ceil(rate / (nodes * workers))
 
 
 class RayLoad:
@@ -35,29 +21,35 @@ class RayLoad:
             .remote()
             for slot in self.slots
         ]
+        # Every client process is up before any sends: the load starts together.
         self.pids = get_within(
             [a.ready.remote() for a in self.actors], timeout, "starting the clients"
         )
+        self._refs: list[Any] = []
+        self._pending: list[Any] = []
 
-    def run(
-        self, rate: int, tx_size: int, duration: float, on_tick: OnTick | None = None
-    ) -> list[dict[str, Any]]:
-        """Every client sends `rate` tx/s for `duration` s; returns their reports."""
-        refs = [
+    def start(self, rate: int, tx_size: int, duration: float) -> None:
+        """Every client sends `rate` tx/s for `duration` s."""
+        self._refs = [
             actor.run.remote(slot.info["transactions"], rate, tx_size, duration)
             for slot, actor in zip(self.slots, self.actors, strict=True)
         ]
-        start = time.monotonic()
-        pending = refs
-        while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-            if on_tick is not None and pending:
-                try:
-                    live = self.committee.progress(timeout=2.0)
-                except TimeoutError:
-                    live = None  # a busy worker answers late: skip this tick
-                on_tick(time.monotonic() - start, live)
-        return ray.get(refs)
+        self._pending = list(self._refs)
+
+    def wait(self, timeout: float) -> list[dict[str, Any]] | None:
+        """The clients' reports once all are done, or None after `timeout` s."""
+        if self._pending:
+            _, self._pending = ray.wait(
+                self._pending, num_returns=len(self._pending), timeout=timeout
+            )
+        return None if self._pending else ray.get(self._refs)
+
+    def run(self, rate: int, tx_size: int, duration: float) -> list[dict[str, Any]]:
+        """`start`, then the reports (what tests use; the experiment flow waits itself)."""
+        self.start(rate, tx_size, duration)
+        while (reports := self.wait(1.0)) is None:
+            pass
+        return reports
 
     def stop(self) -> None:
         for actor in self.actors:

@@ -19,14 +19,13 @@ from typing import Any
 import trio
 
 from cluster.committee import free_ports
-from cluster.ray import transport as ray_transport
 from cluster.ray.process import location, normal_priority
 from cluster.ray.trio_thread import TrioThread
 from worker.config import Committee, Parameters
 from worker.core.faults import FaultSettings
-from worker.impersonator import impersonate
 from worker.keys import KeyPair
-from worker.worker import Worker, libp2p_key_dir
+from worker.transport.factory import libp2p_key_dir
+from worker.worker import Worker
 
 #: Actor methods that may run while another blocks (progress during a drain).
 MAX_CONCURRENCY = 4
@@ -39,7 +38,7 @@ class WorkerActor:
         self.name, self.worker_id, self.host = name, worker_id, host
         self.store_dir = Path(store_dir)
         self._loop: TrioThread | None = None
-        self._node: Worker | None = None
+        self._worker: Worker | None = None
         self._peers: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -54,43 +53,46 @@ class WorkerActor:
     def start(
         self, committee_json: str, params_json: str, key_seed: bytes | None = None
     ) -> dict[str, Any]:
-        """Open the store, listen, run; returns the node's info dict plus where it runs."""
-        if self._node is not None:
-            raise RuntimeError("this worker actor has already started its node")
+        """Open the store, listen, run; returns the worker's info dict plus where it runs."""
+        if self._worker is not None:
+            raise RuntimeError("this worker actor has already started its worker")
         committee = Committee.model_validate_json(committee_json)
         params = Parameters.model_validate_json(params_json)
         keypair = KeyPair.generate(key_seed) if key_seed is not None else None
 
-        def build() -> Worker:  # in the loop: the node reads trio's clock
+        def build() -> Worker:  # in the loop: the worker reads trio's clock
             return Worker(
-                committee, self.name, self.worker_id, params, self.store_dir,
-                metrics_address=(self.host, 0), keypair=keypair,
-            )  # fmt: skip
+                committee,
+                self.name,
+                self.worker_id,
+                params,
+                self.store_dir,
+                metrics_address=(self.host, 0),
+                keypair=keypair,
+            )
 
         loop = TrioThread(name=f"worker-{self.worker_id}")
         loop.start()
         try:
-            node = loop.run_sync(build)
-            info = loop.start_service(node.run)
+            worker = loop.run_sync(build)
+            info = loop.start_service(worker.run)
         except BaseException:
             loop.stop()
             raise
-        self._loop, self._node = loop, node
-        self._committee, self._params, self._keypair = committee, params, keypair
+        self._loop, self._worker = loop, worker
         self._peers = {peer for peer, _ in committee.peer_workers(self.name, self.worker_id)}
         return {
             **info,
-            "peer_id": ray_transport.peer_id(node.transport),
+            "peer_id": worker.peer_id,
             "store": str(self.store_dir),
             **self.location(),
         }
 
     def stop(self, remove_store: bool = False) -> dict[str, Any]:
-        """Cancel the node: its listeners close and its store is closed before this returns."""
+        """Cancel the worker: its listeners and its store are closed before this returns."""
         if self._loop is not None:
             self._loop.stop()
-        store = self._node.store if self._node else None
-        closed = store is None or store.closed
+        closed = self._worker is None or self._worker.store_closed
         if remove_store and closed:
             shutil.rmtree(self.store_dir, ignore_errors=True)
             shutil.rmtree(libp2p_key_dir(self.store_dir), ignore_errors=True)
@@ -105,99 +107,77 @@ class WorkerActor:
     # -- discovery --------------------------------------------------------------------------
     def add_peers(self, addrs: dict[str, str]) -> None:
         """Peers' reported listen addresses (libp2p multiaddrs); TCP already has them."""
-        node, loop = self._running()
-        loop.run_sync(ray_transport.add_peers, node.transport, addrs)
+        worker, loop = self._running()
+        loop.run_sync(worker.add_peer_addrs, addrs)
 
     def wait_discovery(
         self, timeout: float = 30.0, peers: list[str] | None = None
     ) -> dict[str, Any]:
         """Return once `peers` (default: every committee peer) are reachable."""
-        node, loop = self._running()
+        worker, loop = self._running()
         expected = self._peers if peers is None else set(peers)
-        return loop.run(ray_transport.wait_discovery, node.transport, expected, timeout)
+
+        async def discover() -> dict[str, Any]:
+            try:
+                with trio.fail_after(timeout):
+                    peer_ids = await worker.wait_discovery(expected)
+            except trio.TooSlowError:
+                raise TimeoutError(
+                    f"discovery of {len(expected)} peer(s) incomplete after {timeout:g} s"
+                ) from None
+            return {"complete": True, "peers": sorted(expected), "peer_ids": dict(peer_ids)}
+
+        return loop.run(discover)
 
     # -- load and drain ---------------------------------------------------------------------
     def progress(self) -> dict[str, int]:
-        node, loop = self._running()
-        return loop.run_sync(
-            lambda: {
-                "transactions_received": node.batch_maker.transactions,
-                "batches_quorum": len(node.records),
-            }
-        )
+        worker, loop = self._running()
+        return loop.run_sync(worker.progress)
 
     def drain(self, timeout: float) -> bool:
         """Wait until nothing is sealed, awaiting quorum or storage; False on timeout."""
-        node, loop = self._running()
+        worker, loop = self._running()
 
         async def drain() -> bool:
             with trio.move_on_after(timeout):
-                await node.wait_idle()
-            return node.idle()
+                await worker.wait_idle()
+            return worker.idle()
 
         return loop.run(drain)
 
     def flush_reports(self, timeout: float = 5.0) -> int:
         """Wait until every digest stored here was sent to the primary; returns how many."""
-        node, loop = self._running()
-
-        def stored() -> int:
-            return sum(node.processor.persisted.values()) if node.processor else 0
-
-        async def flush() -> int:
-            reporter = node.processor.reporter if node.processor else None
-            if reporter is None:
-                return 0
-            # The reporter has no event to await; poll it, bounded by `timeout`.
-            with trio.move_on_after(timeout):
-                while reporter.sent < stored():
-                    await trio.sleep(0.01)
-            return reporter.sent
-
-        return loop.run(flush)
+        worker, loop = self._running()
+        return loop.run(worker.flush_reports, timeout)
 
     # -- observation --------------------------------------------------------------------------
     def results(self) -> dict[str, Any]:
         """Stats and quorum records, as `local` collects them, plus where the worker ran."""
-        node, loop = self._running()
-        stats = loop.run_sync(lambda: {**node.stats(), "records": node.records_json()})
+        worker, loop = self._running()
+        stats = loop.run_sync(lambda: {**worker.stats(), "records": worker.records_json()})
         return {**stats, **self.location()}
 
     def stored_batches(self) -> int:
-        node, loop = self._running()
-        assert node.store is not None
-        return loop.run_sync(len, node.store)
+        worker, loop = self._running()
+        return loop.run_sync(worker.stored_count)
 
     # -- faults and evidence (scenarios) --------------------------------------------------
     def set_faults(self, settings_json: str) -> None:
         """Apply a scenario's fault settings for this worker (empty: honest and healthy)."""
-        node, loop = self._running()
-        loop.run_sync(node.set_faults, FaultSettings.model_validate_json(settings_json))
+        worker, loop = self._running()
+        loop.run_sync(worker.set_faults, FaultSettings.model_validate_json(settings_json))
 
     def evidence(self) -> dict[str, Any]:
         """What the invariant checker reads: quorum records, the store, what was sent."""
-        node, loop = self._running()
-        return loop.run_sync(
-            lambda: {
-                "authority": self.name,
-                "worker_id": self.worker_id,
-                "records": node.records_json(),
-                "stored": node.stored_digests(),
-                "sent": sorted(node.sent_digests()),
-            }
-        )
+        worker, loop = self._running()
+        return loop.run_sync(worker.evidence)
 
     def impersonate(self, victim: str, peer_addrs: dict[str, str]) -> dict[str, Any]:
         """An extra host of this (Byzantine) authority claims to be `victim`."""
-        _, loop = self._running()
-        own = self._keypair or KeyPair.generate()
-        key_dir = self.store_dir.with_name(self.store_dir.name + ".impostor")
-        return loop.run(
-            impersonate, self._committee, victim, self.worker_id, self._params, own,
-            key_dir, self.host, peer_addrs,
-        )  # fmt: skip
+        worker, loop = self._running()
+        return loop.run(worker.impersonate, victim, peer_addrs)
 
     def _running(self) -> tuple[Worker, TrioThread]:
-        if self._node is None or self._loop is None:
+        if self._worker is None or self._loop is None:
             raise RuntimeError("the worker has not been started")
-        return self._node, self._loop
+        return self._worker, self._loop

@@ -27,22 +27,34 @@ def _evidence(
     # the next two, stored everywhere.
     if records is None:
         records = {
-            n: [_record(f"{n}{t}", 100 + t + 0.5, [NAMES[(i + 1) % 4], NAMES[(i + 2) % 4]])
-                for t in range(10)]
+            n: [
+                _record(f"{n}{t}", 100 + t + 0.5, [NAMES[(i + 1) % 4], NAMES[(i + 2) % 4]])
+                for t in range(10)
+            ]
             for i, n in enumerate(NAMES)
-        }  # fmt: skip
+        }
     every = {r["digest"] for rs in records.values() for r in rs}
     stored = stored if stored is not None else dict.fromkeys(NAMES, every)
     workers = [
-        WorkerEvidence(n, 0, records.get(n, []), dict.fromkeys(stored.get(n, set()), True),
-                       {r["digest"] for r in records.get(n, [])} | (sent_extra or set()))
+        WorkerEvidence(
+            n,
+            0,
+            records.get(n, []),
+            dict.fromkeys(stored.get(n, set()), True),
+            {r["digest"] for r in records.get(n, [])} | (sent_extra or set()),
+        )
         for n in NAMES
-    ]  # fmt: skip
+    ]
     return Evidence(
-        names=NAMES, stakes=STAKES, workers=workers,
+        names=NAMES,
+        stakes=STAKES,
+        workers=workers,
         reported_others=reported if reported is not None else {n: set() for n in NAMES},
-        steps=steps or [], load_start=100.0, load_end=110.0, byzantine=byzantine or set(),
-    )  # fmt: skip
+        steps=steps or [],
+        load_start=100.0,
+        load_end=110.0,
+        byzantine=byzantine or set(),
+    )
 
 
 def _failed(results) -> set[str]:  # type: ignore[no-untyped-def]
@@ -85,14 +97,14 @@ def test_outsider_and_corrupt_content_are_caught() -> None:
     ev.workers[1].stored["zz-from-nowhere"] = True
     ev.workers[2].stored[next(iter(ev.workers[2].stored))] = False
     assert _failed(check_all(ev, Expectations())) == {
-        "no_outsider_batches", "stored_content_matches_digest",
-    }  # fmt: skip
+        "no_outsider_batches",
+        "stored_content_matches_digest",
+    }
 
 
 def test_acked_batch_lost_after_restart_is_caught() -> None:
     steps = [Step(2, "crash", (1,), "crash"), Step(4, "restart", (1,), "restart")]
-    ev = _evidence(steps=steps, reported={"b": {"a0", "lost"}, "a": set()},
-                   sent_extra={"lost"})  # fmt: skip
+    ev = _evidence(steps=steps, reported={"b": {"a0", "lost"}, "a": set()}, sent_extra={"lost"})
     failed = _failed(check_all(ev, Expectations()))
     assert failed == {"acked_batches_survive_restarts"}
 
@@ -106,10 +118,12 @@ def test_liveness_gap_while_quorum_possible_fails() -> None:
 
 
 def test_stall_with_more_than_f_partitioned_then_resume() -> None:
-    cut = {0: FaultSettings(blocked=frozenset({"c", "d"})),
-           1: FaultSettings(blocked=frozenset({"c", "d"})),
-           2: FaultSettings(blocked=frozenset({"a", "b"})),
-           3: FaultSettings(blocked=frozenset({"a", "b"}))}  # fmt: skip
+    cut = {
+        0: FaultSettings(blocked=frozenset({"c", "d"})),
+        1: FaultSettings(blocked=frozenset({"c", "d"})),
+        2: FaultSettings(blocked=frozenset({"a", "b"})),
+        3: FaultSettings(blocked=frozenset({"a", "b"})),
+    }
     heal = {i: FaultSettings() for i in range(4)}
     steps = [
         Step(2, "faults", (0, 1), "partition", cut),

@@ -16,7 +16,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def _scenario(tmp_path: Path, schedule: str, nodes: int = 7, seed: int = 3):
+def _scenario(tmp_path: Path, schedule: str, authorities: int = 7, seed: int = 3):
     return load_scenario(
         _write(
             tmp_path,
@@ -24,7 +24,7 @@ def _scenario(tmp_path: Path, schedule: str, nodes: int = 7, seed: int = 3):
 name: t
 seed: {seed}
 duration: 60
-committee: {{nodes: {nodes}}}
+committee: {{authorities: {authorities}}}
 schedule:
 {schedule}
 """,
@@ -40,7 +40,7 @@ schedule:
         ("name: x\nschedule: [{at: 1, action: crash, targets: several}]\n", "unknown target spec"),
         ("name: x\nduration: 10\nschedule: [{at: 11, action: crash}]\n", "after the end"),
         ("name: x\nschedule: [{at: 1, action: restart, targets: ref nope}]\n", "no earlier"),
-        ("name: x\nschedule: [{at: 1, action: crash, targets: [9]}]\n", "index 9 >= nodes"),
+        ("name: x\nschedule: [{at: 1, action: crash, targets: [9]}]\n", "index 9 >= authorities"),
         ("name: x\ncommittee: {nodes: 4, stakes: [1, 2]}\n", "committee.stakes: unknown key"),
         (
             "name: x\nschedule: [{at: 1, action: link, fault: {loss: 2}}]\n",
@@ -74,30 +74,56 @@ def test_specs_resolve_to_sizes_and_same_seed_same_plan(tmp_path: Path) -> None:
 
 
 def test_partition_blocks_both_sides_and_clear_heals(tmp_path: Path) -> None:
-    plan = resolve(_scenario(tmp_path, """
+    plan = resolve(
+        _scenario(
+            tmp_path,
+            """
   - {at: 1, action: partition, targets: [0, 1]}
   - {at: 9, action: clear}
-""", nodes=4), NAMES[:4])  # fmt: skip
+""",
+            authorities=4,
+        ),
+        NAMES[:4],
+    )
     cut = plan[0].settings
     assert cut[0].blocked == {"auth2", "auth3"} and cut[2].blocked == {"auth0", "auth1"}
     assert all(s.is_clear() for s in plan[1].settings.values())
 
 
 def test_regions_add_delay_between_groups_only(tmp_path: Path) -> None:
-    plan = resolve(_scenario(tmp_path, """
+    plan = resolve(
+        _scenario(
+            tmp_path,
+            """
   - {at: 0, action: regions, groups: [[0, 1], [2, 3]], delay: 0.1}
-""", nodes=4), NAMES[:4])  # fmt: skip
+""",
+            authorities=4,
+        ),
+        NAMES[:4],
+    )
     links = plan[0].settings[0].links
     assert set(links) == {"auth2", "auth3"} and links["auth2"].delay == 0.1
 
 
 def test_crash_recovery_cycle_kills_in_thirds_then_reboots(tmp_path: Path) -> None:
-    plan = resolve(_scenario(tmp_path, """
+    plan = resolve(
+        _scenario(
+            tmp_path,
+            """
   - {at: 0, action: crash_recovery, targets: all, max_down: f, period: 8, until: 16}
-"""), NAMES)  # fmt: skip
+""",
+        ),
+        NAMES,
+    )
     ops = [(s.at, s.op, len(s.targets)) for s in plan]
-    assert ops == [(0, "crash", 1), (2, "crash", 1), (6, "restart", 2),
-                   (8, "crash", 1), (10, "crash", 1), (14, "restart", 2)]  # fmt: skip
+    assert ops == [
+        (0, "crash", 1),
+        (2, "crash", 1),
+        (6, "restart", 2),
+        (8, "crash", 1),
+        (10, "crash", 1),
+        (14, "restart", 2),
+    ]
     runner = PlanRunner(plan)
     assert [s.at for s in runner.due(2.5)] == [0, 2]
     assert runner.next_at() == 6 and runner.due(1) == []
@@ -108,4 +134,4 @@ def test_shipped_scenarios_all_validate() -> None:
     assert len(shipped) >= 11
     for path in shipped:
         scenario = load_scenario(path)
-        resolve(scenario, NAMES[: scenario.committee.nodes])
+        resolve(scenario, NAMES[: scenario.committee.authorities])

@@ -1,37 +1,104 @@
-"""A shipped scenario end to end on an embedded Ray: the negative control, where f+1
-forgers and a crashed honest peer break storage at f+1 — the checker must say so."""
+"""The scenario runner over a fake committee and a fake clock: steps run when due, in
+order, crashed authorities come back after the load, and the verdict is written."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-import pytest
+from faults.runner import ScenarioRunner, scenario_parameters
+from faults.scenario import Scenario
+from worker.core.faults import FaultSettings
 
-from faults.runner import run_scenario
-from faults.scenario import LIBRARY, load_scenario
-
-pytestmark = pytest.mark.slow
-SHIPPED = LIBRARY
+NAMES = ["a", "b", "c", "d"]
 
 
-def test_negative_control_finds_the_violation(tmp_path: Path) -> None:
-    scenario = load_scenario(SHIPPED / "forged-ack-beyond-f.yaml").model_copy(
-        update={"duration": 6.0}
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeRun:
+    """Records what the plan asked for; every authority stores and reports one batch."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def crash(self, index: int) -> None:
+        self.calls.append(("crash", index))
+
+    def restart(self, index: int) -> None:
+        self.calls.append(("restart", index))
+
+    def set_faults(self, index: int, settings: FaultSettings) -> None:
+        self.calls.append(("faults", index, settings))
+
+    def impersonate(self, index: int, victim: int) -> None:
+        self.calls.append(("impersonate", index, victim))
+
+    def impersonations(self) -> list[dict[str, Any]]:
+        return [{"by": "a/w0", "acked": 0}]
+
+    def evidence(self) -> list[dict[str, Any]]:
+        record = {"digest": "aa", "quorum_at": 1000.5, "sealed_at": 1000.4, "acked_by": NAMES[1:3]}
+        return [
+            {
+                "authority": name,
+                "worker_id": 0,
+                "records": [{**record, "transactions": 10, "stake": 3}] if name == "a" else [],
+                "stored": {"aa": True},
+                "sent": ["aa"] if name == "a" else [],
+            }
+            for name in NAMES
+        ]
+
+
+def _scenario() -> Scenario:
+    return Scenario.model_validate(
+        {
+            "name": "t",
+            "duration": 4,
+            "transport": "tcp",
+            "schedule": [
+                {"at": 1, "action": "crash", "targets": [3]},
+                {"at": 2, "action": "partition", "targets": [0]},
+                {"at": 3, "action": "impersonate", "targets": [1], "as_authority": 2},
+            ],
+            "expect": {"liveness": "any"},
+        }
     )
-    outcome = run_scenario(scenario, tmp_path, num_cpus=2, note=lambda _: None)
-    checks = {c["name"]: c for c in outcome.checks}
-    assert not checks["stored_at_f_plus_1_honest"]["ok"]
-    assert checks["quorum_acks"]["ok"] and checks["stored_content_matches_digest"]["ok"]
-    assert outcome.ok, outcome.verdict  # the expected violation is this run's pass
-    report = outcome.out_dir
-    for name in ("scenario.yaml", "plan.json", "timeline.txt", "series.csv", "verdict.json",
-                 "throughput.png", "latency.png"):  # fmt: skip
-        assert (report / name).stat().st_size > 0
-    plan = json.loads((report / "plan.json").read_text())
-    assert [s["op"] for s in plan["steps"]] == ["faults", "crash"]
-    assert plan["steps"][0]["targets"] == [1, 2] and plan["seed"] == 9
-    verdict = json.loads((report / "verdict.json").read_text())
-    assert verdict["pass"] and verdict["byzantine"] == sorted(
-        plan["authorities"][str(i)] for i in (1, 2)
-    )
+
+
+def test_steps_run_when_due_and_crashed_authorities_come_back(tmp_path: Path) -> None:
+    clock, run = FakeClock(), FakeRun()
+    runner = ScenarioRunner(_scenario(), NAMES, run, clock=clock, note=lambda _: None)
+    runner.begin()
+    assert runner.run_due() == 1.0 and run.calls == []  # next step in 1 s
+    clock.now += 1.0
+    assert runner.run_due() == 1.0 and run.calls == [("crash", 3)]
+    clock.now += 1.5
+    assert runner.run_due() == 0.5
+    pushed = {c[1]: c[2] for c in run.calls if c[0] == "faults"}
+    assert set(pushed) == {0, 1, 2}  # the crashed authority is not told
+    assert pushed[0].blocked == {"b", "c", "d"} and pushed[1].blocked == {"a"}
+    clock.now += 0.5
+    assert runner.run_due() is None and run.calls[-1] == ("impersonate", 1, 2)
+    assert [r["planned_at"] for r in runner.ran] == [1, 2, 3]
+    runner.load_ended()
+    assert run.calls[-1] == ("restart", 3) and not runner.crashed
+
+    outcome = runner.judge({n: {"others": {"0": ["aa"]}} for n in NAMES[1:]}, tmp_path)
+    assert outcome.ok, outcome.verdict
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["byzantine"] == ["b"] and verdict["impersonations"][0]["by"] == "a/w0"
+    assert [s["op"] for s in verdict["ran"]] == ["crash", "faults", "impersonate"]
+
+
+def test_a_transport_given_on_the_command_line_wins() -> None:
+    scenario = _scenario()
+    assert scenario_parameters(scenario).transport == "tcp"
+    assert scenario_parameters(scenario, "libp2p").transport == "libp2p"

@@ -17,6 +17,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from metrics import dashboards as gen
+from metrics.promql import runnable
 from metrics.worker_metrics import LiveCollector, WorkerMetrics
 
 GRAFANA_DIR = Path(gen.__file__).parent / "grafana"
@@ -25,9 +26,9 @@ DS = "${datasource}"
 
 # Words in PromQL that are not metric names.
 _KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
-    "and", "or", "unless", "offset", "le", "inf", "nan",
-}  # fmt: skip
+    *("by", "without", "on", "ignoring", "group_left", "group_right", "bool"),
+    *("and", "or", "unless", "offset", "le", "inf", "nan"),
+}
 
 
 def _exposition() -> str:
@@ -178,7 +179,7 @@ def test_template_variables(generated: dict[str, dict[str, Any]]) -> None:
 
 def test_every_selector_is_scoped_and_uses_rate_interval() -> None:
     """Each panel follows its dashboard's variables; ranges are Grafana's rate interval."""
-    scopes = {"narwhal-overview": gen.OVERVIEW_SCOPE, "narwhal-node": gen.NODE_SCOPE}
+    scopes = {"narwhal-overview": gen.OVERVIEW_SCOPE, "narwhal-node": gen.AUTHORITY_SCOPE}
     for uid, title, expr in [*gen.queries(), *gen.annotation_queries()]:
         selectors = re.findall(r"\{([^}]*)\}", expr)
         assert selectors, (uid, title, expr)
@@ -214,7 +215,7 @@ def test_panel_queries_are_runnable(generated: dict[str, dict[str, Any]]) -> Non
         assert "$" not in expr, (uid, title, expr)
         assert '="' not in expr.replace('=~"', ""), "exact matchers on variables become =~"
     assert any("[1m]" in expr for _, _, expr in rows)
-    assert gen.runnable('x{a="$authority", w=~"$worker"}[$__rate_interval]') == (
+    assert runnable('x{a="$authority", w=~"$worker"}[$__rate_interval]') == (
         'x{a=~".*", w=~".*"}[1m]'
     )
 

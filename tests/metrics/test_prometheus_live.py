@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from cluster.backends.local import LocalRunConfig, run_local
+from cluster.backends.local import LocalBackend
+from cluster.experiment import ExperimentConfig, run_experiment
 from metrics.dashboards import panel_queries
 from metrics.prometheus_server import PrometheusServer
 from metrics.service_discovery import prepare_config_dir
@@ -38,8 +39,8 @@ def scraped_run(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("prom")
     config, targets = prepare_config_dir(root)
     with PrometheusServer(config, root / "data") as server:
-        cfg = LocalRunConfig(
-            nodes=4,
+        cfg = ExperimentConfig(
+            authorities=4,
             rate=4_000,
             tx_size=256,
             duration=8,
@@ -48,7 +49,7 @@ def scraped_run(tmp_path_factory: pytest.TempPathFactory):
             linger=4.0,
             on_ready=lambda: _wait_for_targets(server, 4),
         )
-        summary = run_local(cfg)
+        summary = run_experiment(cfg, LocalBackend()).summary()
         # Query inside the linger, after the last scrape of the drained committee and
         # before its workers stopped (afterwards their gauges are stale).
         yield server, summary, summary["drained_at"] + 3.0

@@ -1,4 +1,8 @@
-"""Starting real worker nodes (TCP, LevelDB in temp dirs) with their collectors, in-process."""
+"""Starting workers (LevelDB in temp dirs) with their collectors, in-process.
+
+By default workers talk over the in-memory transport (logic tests: no worker-to-worker
+sockets); `memory=False` uses the configured transport on loopback.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from cluster.committee import make_local_committee
 from primary.digest_collector import DigestCollector
 from worker.config import Committee, Parameters
 from worker.keys import KeyPair
+from worker.transport.testing.memory import MemoryNetwork, MemoryTransport
 from worker.worker import Worker
 
 TEST_PARAMS = Parameters(
@@ -34,7 +39,7 @@ TEST_PARAMS = Parameters(
 @dataclass
 class Authority:
     name: str
-    node: Worker | None = None
+    worker: Worker | None = None
     info: dict | None = None
     collector: DigestCollector | None = None
     cancel: trio.CancelScope | None = None
@@ -50,9 +55,11 @@ class Cluster:
         keys: list[KeyPair],
         root: Path,
         params: Parameters,
+        memory: bool = True,
     ) -> None:
         self.nursery, self.committee, self.keys, self.root = nursery, committee, keys, root
         self.params = params
+        self.network = MemoryNetwork() if memory else None
         self.authorities = [Authority(k.name) for k in keys]
 
     async def start(self, index: int, metrics: bool = False) -> Authority:
@@ -61,21 +68,37 @@ class Cluster:
         auth.cancel = scope
         host, port = self.committee.authorities[auth.name].primary.hostport
         auth.collector = DigestCollector(host, port)
-        auth.node = Worker(
-            self.committee, auth.name, 0, self.params, self.root / f"a{index}",
+        auth.worker = Worker(
+            self.committee,
+            auth.name,
+            0,
+            self.params,
+            self.root / f"a{index}",
+            transport=self._transport(auth.name),
             metrics_address=("127.0.0.1", 0) if metrics else None,
             keypair=self.keys[index],
-        )  # fmt: skip
+        )
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             with scope:
                 async with trio.open_nursery() as inner:
                     await inner.start(auth.collector.serve)
-                    auth.info = await inner.start(auth.node.run)
+                    auth.info = await inner.start(auth.worker.run)
                     task_status.started()
 
         await self.nursery.start(run)
         return auth
+
+    def _transport(self, name: str) -> MemoryTransport | None:
+        if self.network is None:
+            return None
+        return MemoryTransport(
+            self.network,
+            name,
+            self.committee.authorities,
+            max_payload=self.params.max_message_size,
+            request_timeout=self.params.request_timeout / 1000,
+        )
 
     def stop(self, index: int) -> None:
         auth = self.authorities[index]
@@ -85,11 +108,15 @@ class Cluster:
 
 @asynccontextmanager
 async def cluster(
-    tmp_path: Path, n: int = 4, params: Parameters = TEST_PARAMS, start: int | None = None
+    tmp_path: Path,
+    n: int = 4,
+    params: Parameters = TEST_PARAMS,
+    start: int | None = None,
+    memory: bool = True,
 ) -> AsyncIterator[Cluster]:
     committee, keys = make_local_committee(n, 1)
     async with trio.open_nursery() as nursery:
-        c = Cluster(nursery, committee, keys, tmp_path, params)
+        c = Cluster(nursery, committee, keys, tmp_path, params, memory)
         for i in range(n if start is None else start):
             await c.start(i)
         yield c

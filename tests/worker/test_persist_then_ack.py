@@ -36,13 +36,14 @@ async def test_batch_is_on_disk_when_acked(tmp_path: Path) -> None:
     save_model(Parameters(transport="tcp"), tmp_path / "parameters.json")
     receiver.save(tmp_path / "receiver.json")
     store_dir = tmp_path / "store"
-    cmd = [
-        sys.executable, "-m", "cluster.cli", "node",
-        "--committee", str(tmp_path / "committee.json"),
-        "--keys", str(tmp_path / "receiver.json"),
-        "--store", str(store_dir),
-        "--parameters", str(tmp_path / "parameters.json"),
-    ]  # fmt: skip
+    options = {
+        "--committee": tmp_path / "committee.json",
+        "--keys": tmp_path / "receiver.json",
+        "--store": store_dir,
+        "--parameters": tmp_path / "parameters.json",
+    }
+    cmd = [sys.executable, "-m", "cluster.cli", "authority"]
+    cmd += [str(part) for option in options.items() for part in option]
     proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE)
     try:
         with trio.fail_after(60):

@@ -1,22 +1,27 @@
-"""Real worker nodes on loopback: quorum, faults, back-pressure, retries."""
+"""Workers over the in-memory transport: quorum, back-pressure, retries (and over TCP
+where the socket is the point)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.worker.harness import TEST_PARAMS, cluster, send_transactions, transactions
 from worker.store import BatchStore
 
 
-async def test_all_batches_reach_quorum_and_collectors_agree(tmp_path: Path) -> None:
-    async with cluster(tmp_path) as c:
+@pytest.mark.parametrize("memory", [True, False], ids=["memory", "tcp"])
+async def test_all_batches_reach_quorum_and_collectors_agree(tmp_path: Path, memory: bool) -> None:
+    async with cluster(tmp_path, memory=memory) as c:
         a = c.authorities[0]
-        assert a.node is not None and a.collector is not None
-        await send_transactions(a.node.addresses.transactions, transactions(1000, 100))
-        await a.node.wait_for(lambda: a.node.batch_maker.transactions == 1000 and a.node.idle())
-        records = a.node.records
+        assert a.worker is not None and a.collector is not None
+        await send_transactions(a.worker.addresses.transactions, transactions(1000, 100))
+        await a.worker.wait_for(
+            lambda: a.worker.batch_maker.transactions == 1000 and a.worker.idle()
+        )
+        records = a.worker.records
         assert sum(r.transactions for r in records) == 1000
         assert all(r.stake >= c.committee.quorum_threshold() for r in records)
         ours = {bytes.fromhex(r.digest) for r in records}
@@ -36,41 +41,41 @@ async def test_all_batches_reach_quorum_and_collectors_agree(tmp_path: Path) -> 
 
 async def test_one_authority_down_every_batch_reaches_quorum(tmp_path: Path) -> None:
     async with cluster(tmp_path, start=3) as c:
-        nodes = [c.authorities[i].node for i in range(3)]
-        for i, node in enumerate(nodes):
-            assert node is not None
-            await send_transactions(node.addresses.transactions, transactions(500, 100, i * 500))
-        for node in nodes:
-            await node.wait_for(lambda node=node: node.batch_maker.transactions == 500)
-            await node.wait_for(node.idle)
-            assert sum(r.transactions for r in node.records) == 500
-            assert all(c.authorities[3].name not in r.acked_by for r in node.records)
-            assert not node.failures
+        workers = [c.authorities[i].worker for i in range(3)]
+        for i, worker in enumerate(workers):
+            assert worker is not None
+            await send_transactions(worker.addresses.transactions, transactions(500, 100, i * 500))
+        for worker in workers:
+            await worker.wait_for(lambda worker=worker: worker.batch_maker.transactions == 500)
+            await worker.wait_for(worker.idle)
+            assert sum(r.transactions for r in worker.records) == 500
+            assert all(c.authorities[3].name not in r.acked_by for r in worker.records)
+            assert not worker.broadcaster.failures
 
 
 async def test_two_down_nothing_reported_and_memory_bounded(tmp_path: Path) -> None:
     params = TEST_PARAMS
     async with cluster(tmp_path, start=2) as c:
         a = c.authorities[0]
-        assert a.node is not None and a.collector is not None
-        node = a.node
+        assert a.worker is not None and a.collector is not None
+        worker = a.worker
         payload = transactions(100_000, 1000)  # 100 MB: far more than the pipeline holds
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(send_transactions, node.addresses.transactions, payload)
-            await node.wait_for(
+            nursery.start_soon(send_transactions, worker.addresses.transactions, payload)
+            await worker.wait_for(
                 lambda: (
-                    node.quorum.awaiting_quorum == params.max_pending_batches
-                    and node._sealed_rx.statistics().current_buffer_used == 2
+                    worker.broadcaster.quorum.awaiting_quorum == params.max_pending_batches
+                    and worker.queue_depths()["sealed"] == 2
                 )
             )
             # The intake stopped reading: what it took is bounded by the pipeline's capacity
             # (pending batches + the sealed queue + one in the broadcast task + the open one
             # + one socket read), not by what the client offered.
             bound = (params.max_pending_batches + 4) * params.batch_size + (1 << 18)
-            assert node.batch_maker.transactions * 1000 <= bound
-            assert node.quorum.tracked <= 2 * params.max_pending_batches
-            assert len(node._inflight) <= 2 * params.max_pending_batches + 1
-            assert not node.records
+            assert worker.batch_maker.transactions * 1000 <= bound
+            assert worker.broadcaster.quorum.tracked <= 2 * params.max_pending_batches
+            assert len(worker.broadcaster.inflight) <= 2 * params.max_pending_batches + 1
+            assert not worker.records
             assert not a.collector.digests.ours
             nursery.cancel_scope.cancel()
 
@@ -78,31 +83,33 @@ async def test_two_down_nothing_reported_and_memory_bounded(tmp_path: Path) -> N
 async def test_retry_until_late_peer_starts(tmp_path: Path) -> None:
     async with cluster(tmp_path, start=2) as c:
         a = c.authorities[0]
-        assert a.node is not None
-        node = a.node
-        await send_transactions(node.addresses.transactions, transactions(200, 100))
-        await node.wait_for(lambda: node.quorum.awaiting_quorum > 0)
-        assert not node.records
+        assert a.worker is not None
+        worker = a.worker
+        await send_transactions(worker.addresses.transactions, transactions(200, 100))
+        await worker.wait_for(lambda: worker.broadcaster.quorum.awaiting_quorum > 0)
+        assert not worker.records
         late = await c.start(2)
-        await node.wait_for(lambda: node.batch_maker.transactions == 200 and node.idle())
-        assert sum(r.transactions for r in node.records) == 200
-        assert any(late.name in r.acked_by for r in node.records)
+        await worker.wait_for(lambda: worker.batch_maker.transactions == 200 and worker.idle())
+        assert sum(r.transactions for r in worker.records) == 200
+        assert any(late.name in r.acked_by for r in worker.records)
 
 
 async def test_peer_batches_are_stored_after_quorum_too(tmp_path: Path) -> None:
     """Delivery goes on after quorum: every live peer ends up storing every batch."""
     async with cluster(tmp_path) as c:
         a = c.authorities[0]
-        assert a.node is not None
-        await send_transactions(a.node.addresses.transactions, transactions(300, 100))
-        await a.node.wait_for(lambda: a.node.batch_maker.transactions == 300 and a.node.idle())
-        digests = {bytes.fromhex(r.digest) for r in a.node.records}
-        assert sum(r.transactions for r in a.node.records) == 300
+        assert a.worker is not None
+        await send_transactions(a.worker.addresses.transactions, transactions(300, 100))
+        await a.worker.wait_for(
+            lambda: a.worker.batch_maker.transactions == 300 and a.worker.idle()
+        )
+        digests = {bytes.fromhex(r.digest) for r in a.worker.records}
+        assert sum(r.transactions for r in a.worker.records) == 300
         for peer in c.authorities[1:]:
-            assert peer.node is not None and peer.collector is not None
+            assert peer.worker is not None and peer.collector is not None
             col = peer.collector
             await col.wait_for(lambda col=col: digests <= col.digests.others.get(0, set()))
-            store = peer.node.store
+            store = peer.worker.store
             assert isinstance(store, BatchStore)
             assert all(d in store for d in digests)
 
@@ -112,9 +119,9 @@ async def test_malformed_and_oversized_batches_are_rejected_not_stored(tmp_path:
     from worker.transport.tcp import TcpTransport
     from worker.wire import messages as wire
 
-    async with cluster(tmp_path, start=1) as c:
+    async with cluster(tmp_path, start=1, memory=False) as c:
         target = c.authorities[0]
-        assert target.node is not None
+        assert target.worker is not None
         sender = c.authorities[1].name
         transport = TcpTransport(c.committee, sender, 0, TEST_PARAMS)
         bad = {
@@ -139,10 +146,10 @@ async def test_malformed_and_oversized_batches_are_rejected_not_stored(tmp_path:
         assert answers[2] == wire.Reject("unexpected_message")
         assert answers[3] == wire.Reject("bad_field")
         assert answers[4] == wire.Ack(wire.digest(good))
-        store = target.node.store
+        store = target.worker.store
         assert store is not None and list(store.digests()) == [wire.digest(good)]
-        assert target.node.processor is not None
-        assert target.node.processor.rejections == {
+        assert target.worker.processor is not None
+        assert target.worker.processor.rejections == {
             "malformed": 1,
             "unexpected_message": 1,
             "bad_field": 1,

@@ -1,4 +1,4 @@
-"""A worker's own registry, served over HTTP: figures agree with the node, promtool accepts it."""
+"""A worker's own registry, served over HTTP: figures agree with the worker, promtool accepts it."""
 
 from __future__ import annotations
 
@@ -33,21 +33,21 @@ def _value(samples: dict, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
-async def test_metrics_agree_with_the_node(tmp_path: Path) -> None:
-    async with cluster(tmp_path, start=0) as c:
+async def test_metrics_agree_with_the_worker(tmp_path: Path) -> None:
+    async with cluster(tmp_path, start=0, memory=False) as c:
         auths = [await c.start(i, metrics=(i == 0)) for i in range(4)]
         a = auths[0]
-        node = a.node
-        assert node is not None
-        address = node.info()["metrics"]
+        worker = a.worker
+        assert worker is not None
+        address = worker.info()["metrics"]
         payload = transactions(600, 100)
-        await send_transactions(node.addresses.transactions, payload)
-        await node.wait_for(lambda: node.batch_maker.transactions == 600 and node.idle())
+        await send_transactions(worker.addresses.transactions, payload)
+        await worker.wait_for(lambda: worker.batch_maker.transactions == 600 and worker.idle())
         text = await trio.to_thread.run_sync(_scrape, address)
 
     samples = _samples(text)
     me = {"authority": short_name(a.name), "worker": "0"}
-    batches = len(node.records)
+    batches = len(worker.records)
     assert _value(samples, "transactions_received_total", **me) == 600
     assert _value(samples, "transactions_received_bytes_total", **me) == len(payload) - 600 * 4
     assert _value(samples, "quorum_batches_total", **me) == batches

@@ -5,17 +5,24 @@ link carries nothing in either direction; delay (with jitter), loss and a bandwi
 cap act on what this worker sends (requests and responses), so a symmetric link fault
 is configured on both ends. Byzantine behaviours change what the worker answers or
 sends. `FaultSettings` is plain data (JSON-able) so a driver can push it through a
-control call; `LinkPlan` turns it into per-message decisions given a clock and an RNG.
+control call; `LinkPlan` turns it into per-message decisions given a clock and an RNG,
+and the functions at the end hold every Byzantine decision (what to send, what to
+answer, which acks to take), so the shell only carries them out.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.wire import messages as wire
+
 ANY_PEER = "*"
+#: What a flooding worker sends: a batch message whose body is not an array.
+FLOOD_JUNK = b"\x93\x01\x00" + bytes(64)
 
 
 class LinkFault(BaseModel):
@@ -37,6 +44,18 @@ class Byzantine(BaseModel):
     corrupt: Literal["none", "malformed", "wrong_digest"] = "none"
     flood: float = Field(default=0.0, ge=0)  # junk requests per second to every peer
     replay: bool = False  # re-sends batches it already broadcast
+
+    def active_kinds(self) -> set[str]:
+        flags = {
+            "silent": self.silent,
+            "slow_ack": self.slow_ack > 0,
+            "forged_ack": self.forged_ack,
+            "equivocation": self.equivocate,
+            "corrupt": self.corrupt != "none",
+            "flooding": self.flood > 0,
+            "replay": self.replay,
+        }
+        return {kind for kind, on in flags.items() if on}
 
 
 class FaultSettings(BaseModel):
@@ -61,13 +80,7 @@ class FaultSettings(BaseModel):
                 kinds.add("loss")
             if link.bandwidth:
                 kinds.add("bandwidth")
-        b = self.byzantine
-        flags = {
-            "silent": b.silent, "slow_ack": b.slow_ack > 0, "forged_ack": b.forged_ack,
-            "equivocation": b.equivocate, "corrupt": b.corrupt != "none",
-            "flooding": b.flood > 0, "replay": b.replay,
-        }  # fmt: skip
-        return kinds | {k for k, on in flags.items() if on}
+        return kinds | self.byzantine.active_kinds()
 
 
 class LinkPlan:
@@ -108,3 +121,39 @@ class LinkPlan:
             self._next_free[peer] = start + size / link.bandwidth
             hold += self._next_free[peer] - now
         return hold
+
+
+# -- Byzantine decisions ---------------------------------------------------------------
+def outgoing_batch(
+    byz: Byzantine, data: bytes, transactions: list[bytes], peer_index: int, peers: int
+) -> bytes:
+    """What to send peer number `peer_index` (of `peers`) for the batch encoded as `data`:
+    garbage when corrupting, another batch to the second half when equivocating."""
+    if byz.corrupt == "malformed":
+        return b"\xc1" + data[1:]
+    if byz.equivocate and peer_index >= peers // 2:
+        return wire.encode_batch([*transactions, b"\x01equivocation"])
+    return data
+
+
+def accepts_ack(byz: Byzantine, acked: bytes | None, expected: bytes) -> bool:
+    """Whether an answer acking digest `acked` (None: not an ack) counts for our batch;
+    an equivocator takes any ack as its own."""
+    return acked is not None and (acked == expected or byz.equivocate)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How to answer a well-formed peer batch."""
+
+    store: bool  # persist and report it before answering
+    digest: bytes  # the digest to ack
+    delay: float  # seconds to wait before acking
+
+
+def answer_for(byz: Byzantine, digest: bytes) -> Answer | None:
+    """None: stay silent. Honest: store, then ack the true digest at once."""
+    if byz.silent:
+        return None
+    acked = bytes(b ^ 0xFF for b in digest) if byz.corrupt == "wrong_digest" else digest
+    return Answer(store=not byz.forged_ack, digest=acked, delay=byz.slow_ack)

@@ -3,16 +3,21 @@
 Peers are named by their authority's committee name (base64 ed25519 key): a worker
 only talks to the same-id worker of each other authority, so the name is enough.
 Commands go in through `send`; everything that happens comes out of `events`, which
-the event router (worker/router.py) dispatches. Peer failures never raise out of a
+the worker's wiring dispatches (worker/worker.py). Peer failures never raise out of a
 transport: they become `RequestFailed` events, or counted rejections.
+
+Discovery is a declared capability, not something to probe for: every transport has
+`peer_id`, `add_peer_addrs` and `wait_discovery`. A transport that dials the
+committee's addresses (TCP, the in-memory one) keeps the defaults below: no PeerId,
+nothing to learn, discovery complete at once.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import trio
 
@@ -51,19 +56,39 @@ class RequestFailed:
 TransportEvent = ResponseReceived | RequestReceived | RequestFailed
 
 
-class Transport(Protocol):
+class Transport(ABC):
     """What the worker needs from a transport."""
 
-    #: Events for the router, in arrival order per peer.
+    #: Events for the worker's dispatch, in arrival order per peer.
     events: trio.MemoryReceiveChannel[TransportEvent]
-    #: Refused inbound traffic by reason code (oversized, malformed, unknown_peer, ...).
+    #: Refused inbound traffic by reason code (oversized, malformed_frame, unknown_peer, ...).
     rejections: Counter[str]
+    #: Peer introductions by result: "accepted" or the reason one was refused.
+    handshakes: Counter[str]
 
+    @abstractmethod
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and run until cancelled; `task_status.started(address)` once listening."""
 
+    @abstractmethod
     def send(self, request: SendRequest) -> None:
         """Queue a request without blocking on the target peer; its outcome is an event."""
 
+    @abstractmethod
     def connected_peers(self) -> set[PeerName]:
         """Peers with a live link right now."""
+
+    # -- discovery (defaults: the committee's addresses are all there is to know) -------
+    @property
+    def peer_id(self) -> str | None:
+        """This host's network identity (a libp2p PeerId, base58), if it has one."""
+        return None
+
+    def add_peer_addrs(self, addrs: Mapping[PeerName, str]) -> None:
+        """Learn where peers listen (authority -> address reported by its worker)."""
+        del addrs
+
+    async def wait_discovery(self, expected: set[PeerName]) -> dict[PeerName, str]:
+        """Return once every `expected` peer can be reached; their PeerIds (if any)."""
+        del expected
+        return {}

@@ -3,12 +3,14 @@
 It applies the worker's `LinkPlan` to what this worker sends (requests through
 `send`, responses through `respond`) and drops what arrives from a partitioned peer.
 A lost message simply never arrives: the sender's request timeout notices, as on a
-real network. With no network fault set, messages pass straight through.
+real network. With no network fault set, messages pass straight through. Held
+messages wait in tasks of the wrapper's own nursery (no queue between).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 import trio
 
@@ -24,20 +26,15 @@ from worker.transport.base import (
 )
 
 
-class FaultyTransport:
+class FaultyTransport(Transport):
     def __init__(self, inner: Transport, plan: LinkPlan) -> None:
         self.inner = inner
         self.plan = plan
         self.rejections = inner.rejections
+        self.handshakes = inner.handshakes
         self.dropped: Counter[str] = Counter()  # by "outbound" / "inbound"
         self._events_tx, self.events = trio.open_memory_channel[TransportEvent](10_000)
-        self._delayed_tx, self._delayed_rx = trio.open_memory_channel[tuple[float, SendRequest]](
-            float("inf")
-        )
-
-    def __getattr__(self, name: str) -> object:
-        # handshake counters, peer ids, discovery waits... of the wrapped transport
-        return getattr(self.inner, name)
+        self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -50,13 +47,23 @@ class FaultyTransport:
         hold = self.plan.outbound(request.target, len(request.data), trio.current_time())
         if hold is None:
             self.dropped["outbound"] += 1
-        elif hold == 0.0:
+        elif hold == 0.0 or self._nursery is None:
             self.inner.send(request)
         else:
             self._nursery.start_soon(self._send_at, trio.current_time() + hold, request)
 
     def connected_peers(self) -> set[PeerName]:
         return {p for p in self.inner.connected_peers() if self.plan.accepts_from(p)}
+
+    @property
+    def peer_id(self) -> str | None:
+        return self.inner.peer_id
+
+    def add_peer_addrs(self, addrs: Mapping[PeerName, str]) -> None:
+        self.inner.add_peer_addrs(addrs)
+
+    async def wait_discovery(self, expected: set[PeerName]) -> dict[PeerName, str]:
+        return await self.inner.wait_discovery(expected)
 
     async def _send_at(self, due: float, request: SendRequest) -> None:
         await trio.sleep_until(due)
@@ -78,7 +85,7 @@ class FaultyTransport:
             hold = self.plan.outbound(event.peer, len(data), trio.current_time())
             if hold is None:
                 self.dropped["outbound"] += 1
-            elif hold:  # answer later without holding up the caller
+            elif hold and self._nursery is not None:  # answer later, not holding the caller
                 self._nursery.start_soon(self._respond_at, trio.current_time() + hold, event, data)
             else:
                 await event.respond(data)

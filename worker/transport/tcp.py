@@ -6,6 +6,7 @@ Framing (every frame, both directions, big-endian)::
     length = 9 + len(payload)      (it counts everything after itself)
     kind   = 0 request, 1 response
 
+(the tagged frames of worker/wire/frames.py, the codec the libp2p transport uses too).
 `length - 9` may not exceed `params.max_message_size`; anything larger is refused before
 any of it is buffered ("oversized") and the connection is closed.
 
@@ -31,15 +32,16 @@ Before the Hello, frames are limited to MAX_HELLO_PAYLOAD bytes.
 A failed peer never raises out of the transport: its requests become `RequestFailed`.
 When a dial fails, the request that triggered it and every request already queued for
 that peer fail with it (so a dead peer costs one dial, not one per request); when a
-connection breaks, every request outstanding on it fails. Nothing is retried here: the
-caller retries, and its next request redials.
+connection breaks, every request outstanding on it fails; one unanswered for
+`request_timeout` fails with "timeout" (worker/core/requests.py, as on libp2p). Nothing is
+retried here: the caller retries, and its next request redials. Hellos are counted in
+`handshakes` ("accepted", "bad_hello", "unknown_peer").
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
@@ -47,7 +49,9 @@ from functools import partial
 import trio
 
 from worker.config import Committee, Parameters, WorkerAddresses
+from worker.core.requests import RequestTable, expiry_period
 from worker.keys import decode_public_key
+from worker.streams import STREAM_ERRORS, read_frame, write_frame
 from worker.transport.base import (
     PeerName,
     RequestFailed,
@@ -55,108 +59,33 @@ from worker.transport.base import (
     Respond,
     ResponseReceived,
     SendRequest,
+    Transport,
     TransportEvent,
 )
 from worker.wire import messages as wire
+from worker.wire.frames import (
+    HEADER,
+    MAX_REQUEST_ID,
+    Frame,
+    FrameBuffer,
+    FrameError,
+    Kind,
+    Truncated,
+)
 
-KIND_REQUEST = 0
-KIND_RESPONSE = 1
+KIND_REQUEST = Kind.REQUEST
+KIND_RESPONSE = Kind.RESPONSE
 HELLO_REQUEST_ID = 0
-HEADER = struct.Struct(">IBQ")  # length, kind, request_id
-_LENGTH = struct.Struct(">I")
-_HEADER_AFTER_LENGTH = HEADER.size - _LENGTH.size  # kind + request_id: 9 bytes
-MAX_REQUEST_ID = 2**64 - 1
+__all__ = ["HEADER", "KIND_REQUEST", "KIND_RESPONSE", "TcpTransport"]
 #: Hellos are tiny; an unauthenticated dialer must not make us buffer megabytes.
 MAX_HELLO_PAYLOAD = 256
-#: Events buffered for the router before reader tasks stop reading (TCP back-pressure).
+#: Events buffered for the dispatch before reader tasks stop reading (TCP back-pressure).
 EVENT_BUFFER = 10_000
-#: Bytes asked of the socket per buffered read; below malloc's mmap threshold.
-_CHUNK = 64 * 1024
-#: Payloads up to this size are written with their header in one send.
-_COALESCE = 64 * 1024
-
-_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_KINDS = (KIND_REQUEST, KIND_RESPONSE)
 
 
-class FrameError(Exception):
-    """Inbound bytes that cannot be framed; `reason` is the rejection counter label."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class FrameReader:
-    """Reads whole frames off a socket stream, buffered, without per-byte work.
-
-    Small frames are cut out of a shared read buffer; the rest of a large payload is read
-    with `recv_into` straight into its own buffer, so a multi-megabyte frame costs one
-    allocation and one final copy rather than a chain of re-allocations.
-    """
-
-    def __init__(self, stream: trio.SocketStream, max_payload: int) -> None:
-        self._stream = stream
-        self._buf = bytearray()
-        self.max_payload = max_payload
-
-    async def _fill(self, n: int) -> bool:
-        """Buffer at least n bytes; False on a clean end of stream before any byte."""
-        while len(self._buf) < n:
-            chunk = await self._stream.receive_some(_CHUNK)
-            if not chunk:
-                if self._buf:
-                    raise trio.BrokenResourceError("stream ended inside a frame")
-                return False
-            self._buf += chunk
-        return True
-
-    async def read(self) -> tuple[int, int, bytes] | None:
-        """The next (kind, request_id, payload), or None at a clean end of stream."""
-        if not await self._fill(_LENGTH.size):
-            return None
-        (length,) = _LENGTH.unpack_from(self._buf)
-        if length < _HEADER_AFTER_LENGTH:
-            raise FrameError("malformed_frame")
-        size = length - _HEADER_AFTER_LENGTH
-        if size > self.max_payload:
-            raise FrameError("oversized")
-        await self._fill(HEADER.size)
-        _, kind, request_id = HEADER.unpack_from(self._buf)
-        if kind not in (KIND_REQUEST, KIND_RESPONSE):
-            raise FrameError("malformed_frame")
-        end = HEADER.size + size
-        if len(self._buf) < end and size > _COALESCE:
-            return kind, request_id, await self._read_large(size)
-        await self._fill(end)
-        payload = bytes(self._buf[HEADER.size : end])
-        del self._buf[:end]
-        return kind, request_id, payload
-
-    async def _read_large(self, size: int) -> bytes:
-        out = bytearray(size)
-        have = len(self._buf) - HEADER.size
-        out[:have] = memoryview(self._buf)[HEADER.size :]
-        self._buf.clear()
-        view = memoryview(out)
-        sock = self._stream.socket
-        while have < size:
-            n = await sock.recv_into(view[have:])
-            if n == 0:
-                raise trio.BrokenResourceError("stream ended inside a frame")
-            have += n
-        view.release()
-        return bytes(out)
-
-
-async def write_frame(
-    stream: trio.SocketStream, kind: int, request_id: int, payload: bytes
-) -> None:
-    header = HEADER.pack(_HEADER_AFTER_LENGTH + len(payload), kind, request_id)
-    if len(payload) <= _COALESCE:
-        await stream.send_all(header + payload)
-    else:  # skip copying a large payload just to prepend 13 bytes
-        await stream.send_all(header)
-        await stream.send_all(payload)
+def _buffer(max_payload: int) -> FrameBuffer:
+    return FrameBuffer(max_payload, tagged=True, kinds=_KINDS)
 
 
 def _close(stream: trio.SocketStream) -> None:
@@ -169,7 +98,7 @@ class _Outbound:
     """Our connection to a peer: our requests out, its responses back."""
 
     stream: trio.SocketStream
-    outstanding: set[int] = field(default_factory=set)
+    outstanding: RequestTable[None]
     alive: bool = True
 
 
@@ -182,7 +111,7 @@ class _Inbound:
     closed: bool = False
 
 
-class TcpTransport:
+class TcpTransport(Transport):
     """The plain TCP baseline; see the module docstring for the wire format."""
 
     def __init__(
@@ -196,6 +125,7 @@ class TcpTransport:
         self.me = me
         self.worker_id = worker_id
         self.rejections: Counter[str] = Counter()
+        self.handshakes: Counter[str] = Counter()  # Hellos: "accepted" or why refused
         self._host, self._port = committee.worker(me, worker_id).worker_hostport
         if bind_host is not None:
             self._host = bind_host
@@ -227,6 +157,7 @@ class TcpTransport:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._forward_local_failures)
+                nursery.start_soon(self._expire)
                 for peer, addrs in self._peers.items():
                     nursery.start_soon(self._write_requests, peer, addrs)
                 await nursery.start(
@@ -295,10 +226,12 @@ class TcpTransport:
                     continue
                 conn = dialed
             # Registered before writing: the response may arrive before send_all returns.
-            conn.outstanding.add(request.request_id)
+            if not conn.outstanding.add(request.request_id, trio.current_time(), None):
+                await self._emit(RequestFailed(request.request_id, peer, "duplicate_request_id"))
+                continue
             try:
                 await write_frame(conn.stream, KIND_REQUEST, request.request_id, request.data)
-            except _STREAM_ERRORS as exc:
+            except STREAM_ERRORS as exc:
                 await self._drop_outbound(peer, conn, f"connection lost: {exc!r}")
 
     async def _dial(self, peer: PeerName, addrs: WorkerAddresses) -> _Outbound | str:
@@ -311,34 +244,32 @@ class TcpTransport:
                 stream = await trio.open_tcp_stream(host, port)
                 stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, True)
                 await write_frame(stream, KIND_REQUEST, HELLO_REQUEST_ID, self._hello)
-        except (trio.TooSlowError, *_STREAM_ERRORS) as exc:
+        except (trio.TooSlowError, *STREAM_ERRORS) as exc:
             if stream is not None:
                 _close(stream)
             return f"cannot connect to {host}:{port}: {exc!r}"
-        conn = _Outbound(stream)
+        conn = _Outbound(stream, RequestTable(self._timeout))
         self._outbound[peer] = conn
         self._streams.add(stream)
         self._nursery.start_soon(self._read_responses, peer, conn)
         return conn
 
     async def _read_responses(self, peer: PeerName, conn: _Outbound) -> None:
-        reader = FrameReader(conn.stream, self._max_payload)
+        buffer = _buffer(self._max_payload)
         error = "connection closed by peer"
         try:
-            while (frame := await reader.read()) is not None:
-                kind, request_id, payload = frame
-                if kind != KIND_RESPONSE:
+            while isinstance(frame := await read_frame(conn.stream, buffer), Frame):
+                if frame.kind != KIND_RESPONSE:
                     self.rejections["malformed_frame"] += 1  # peers request on their own link
-                elif request_id not in conn.outstanding:
-                    self.rejections["unknown_request_id"] += 1
+                elif conn.outstanding.pop(frame.request_id) is None:
+                    self.rejections["unknown_request_id"] += 1  # never asked, or timed out
                 else:
-                    conn.outstanding.discard(request_id)
-                    await self._emit(ResponseReceived(request_id, peer, payload))
+                    await self._emit(ResponseReceived(frame.request_id, peer, frame.payload))
+        except (Truncated, *STREAM_ERRORS) as exc:  # a hang-up, mid-frame or not
+            error = f"connection lost: {exc!r}"
         except FrameError as exc:
             self.rejections[exc.reason] += 1
             error = f"protocol error from peer: {exc.reason}"
-        except _STREAM_ERRORS as exc:
-            error = f"connection lost: {exc!r}"
         await self._drop_outbound(peer, conn, error)
 
     async def _drop_outbound(self, peer: PeerName, conn: _Outbound, error: str) -> None:
@@ -350,64 +281,75 @@ class TcpTransport:
             del self._outbound[peer]
         _close(conn.stream)
         self._streams.discard(conn.stream)
-        failed, conn.outstanding = conn.outstanding, set()
-        for request_id in sorted(failed):
+        for request_id in sorted(conn.outstanding.take_all()):
             await self._emit(RequestFailed(request_id, peer, error))
+
+    async def _expire(self) -> None:
+        """Fail requests unanswered for `request_timeout` (the one policy of core/requests)."""
+        while True:
+            await trio.sleep(expiry_period(self._timeout))
+            now = trio.current_time()
+            for peer, conn in list(self._outbound.items()):
+                for request_id in conn.outstanding.expire(now):
+                    await self._emit(RequestFailed(request_id, peer, "timeout"))
 
     # -- inbound: their requests, our responses ----------------------------------------
     async def _serve_inbound(self, stream: trio.SocketStream) -> None:
         stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, True)
         self._streams.add(stream)
         conn = _Inbound(stream)
-        reader = FrameReader(stream, MAX_HELLO_PAYLOAD)
+        buffer = _buffer(MAX_HELLO_PAYLOAD)
         try:
-            peer = await self._read_hello(reader)
+            peer = await self._read_hello(stream, buffer)
             if peer is None:
                 return
-            reader.max_payload = self._max_payload
-            while (frame := await reader.read()) is not None:
-                kind, request_id, payload = frame
-                if kind != KIND_REQUEST:
+            buffer.max_payload = self._max_payload
+            while isinstance(frame := await read_frame(stream, buffer), Frame):
+                if frame.kind != KIND_REQUEST:
                     self.rejections["unknown_request_id"] += 1  # we asked nothing on this link
                     continue
-                respond = self._responder(conn, request_id)
-                await self._emit(RequestReceived(peer, payload, respond))
+                respond = self._responder(conn, frame.request_id)
+                await self._emit(RequestReceived(peer, frame.payload, respond))
+        except (Truncated, *STREAM_ERRORS):
+            pass
         except FrameError as exc:
             self.rejections[exc.reason] += 1
-        except _STREAM_ERRORS:
-            pass
         finally:
             conn.closed = True
             _close(stream)
             self._streams.discard(stream)
 
-    async def _read_hello(self, reader: FrameReader) -> PeerName | None:
+    async def _read_hello(self, stream: trio.SocketStream, buffer: FrameBuffer) -> PeerName | None:
         """The committee name the dialer introduces itself as, or None (counted)."""
         frame = None
         with trio.move_on_after(self._timeout):
-            frame = await reader.read()
+            frame = await read_frame(stream, buffer)
             if frame is None:
                 return None  # closed without a word: nothing was refused
-        if frame is None:
-            self.rejections["bad_hello"] += 1  # silent past the timeout
-            return None
-        kind, request_id, payload = frame
+        name, refusal = self._introduced(frame)
+        if refusal:
+            self.rejections[refusal] += 1
+        self.handshakes[refusal or "accepted"] += 1
+        return name
+
+    def _introduced(self, frame: bytes | Frame | None) -> tuple[PeerName | None, str]:
+        """(the authority a first frame names, "") or (None, the refusal reason)."""
+        if not isinstance(frame, Frame):
+            return None, "bad_hello"  # silent past the timeout
         try:
-            hello = wire.decode(payload, MAX_HELLO_PAYLOAD)
+            hello = wire.decode(frame.payload, MAX_HELLO_PAYLOAD)
         except wire.WireError:
             hello = None
         if (
-            kind != KIND_REQUEST
-            or request_id != HELLO_REQUEST_ID
+            frame.kind != KIND_REQUEST
+            or frame.request_id != HELLO_REQUEST_ID
             or not isinstance(hello, wire.Hello)
         ):
-            self.rejections["bad_hello"] += 1
-            return None
+            return None, "bad_hello"
         name = self._names_by_key.get(hello.authority)
         if name is None or hello.worker_id != self.worker_id:
-            self.rejections["unknown_peer"] += 1
-            return None
-        return name
+            return None, "unknown_peer"
+        return name, ""
 
     def _responder(self, conn: _Inbound, request_id: int) -> Respond:
         async def respond(data: bytes) -> None:
@@ -422,7 +364,7 @@ class TcpTransport:
                 try:
                     await write_frame(conn.stream, KIND_RESPONSE, request_id, data)
                     done = True
-                except _STREAM_ERRORS:
+                except STREAM_ERRORS:
                     self.rejections["respond_failed"] += 1
                 finally:
                     if not done:  # failed or cancelled mid-frame: the stream is unusable

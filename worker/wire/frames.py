@@ -1,54 +1,186 @@
-"""Length-prefixed framing (u32 big-endian), as the original's client and primary links."""
+"""The one frame codec: u32 big-endian length-prefixed frames, sans-IO (no sockets here).
+
+Two layouts share it. Plain frames (clients' transactions, worker -> primary reports)::
+
+    u32 length | payload                       length = len(payload)
+
+Tagged frames (worker <-> worker, on TCP and on libp2p streams alike)::
+
+    u32 length | u8 kind | u64 request_id | payload      length = 9 + len(payload)
+
+`FrameBuffer` is fed bytes (`receive_data`) and hands back whole frames (`next_frame`,
+None until one is complete), like h11's connection: the caller owns the stream. A frame
+is judged from its header alone: too long (`oversized`), shorter than its header or of an
+unknown kind (`malformed_frame`) raise `FrameError` before any of its payload is kept,
+as long as the caller takes every ready frame before feeding more. A large payload is
+assembled in one buffer of its final size, which a caller may read into directly
+(`receive_buffer` + `received`) to save a copy.
+"""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Container
+from dataclasses import dataclass
+from enum import IntEnum
 
-import trio
+from worker.errors import Refused
 
-_LEN = struct.Struct(">I")
+LENGTH = struct.Struct(">I")
+TAG = struct.Struct(">BQ")  # kind, request_id
+HEADER = struct.Struct(">IBQ")  # length, kind, request_id
+MAX_REQUEST_ID = 2**64 - 1
+#: Payloads above this size are assembled in their own buffer rather than the shared one.
+LARGE_PAYLOAD = 64 * 1024
 
 
-class FrameTooLarge(ValueError):
-    pass
+class Kind(IntEnum):
+    REQUEST = 0
+    RESPONSE = 1
+    ERROR = 2  # a refused request (libp2p): payload is a short utf-8 reason code
+    HANDSHAKE = 3  # libp2p: payload is u16 len | signer PeerId bytes | wire.Handshake
+    HANDSHAKE_OK = 4  # libp2p: the dialer's confirmation that it admitted the listener
+
+
+class FrameError(Refused):
+    """Bytes that cannot be framed; the stream carrying them is unusable."""
+
+    source = "framing"
+
+
+class FrameTooLarge(FrameError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__("oversized", f"frame of {size} bytes > limit {limit}")
+
+
+class Truncated(FrameError):
+    """The stream ended inside a frame (a peer's error; a client's may just be a hang-up)."""
+
+    def __init__(self) -> None:
+        super().__init__("malformed_frame", "stream ended inside a frame")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: int
+    request_id: int
+    payload: bytes
 
 
 def frame(payload: bytes) -> bytes:
-    return _LEN.pack(len(payload)) + payload
+    """A plain frame."""
+    return LENGTH.pack(len(payload)) + payload
 
 
-class FrameReader:
-    """Buffered reader that yields whole frames from a trio stream without per-byte work."""
+def tagged_header(kind: int, request_id: int, size: int) -> bytes:
+    """The 13-byte header of a tagged frame whose payload has `size` bytes."""
+    return HEADER.pack(TAG.size + size, kind, request_id)
 
-    def __init__(self, stream: trio.abc.ReceiveStream, max_frame: int) -> None:
-        self._stream = stream
-        self._max = max_frame
+
+def encode_frame(kind: int, request_id: int, payload: bytes = b"") -> bytes:
+    """A tagged frame."""
+    return tagged_header(kind, request_id, len(payload)) + payload
+
+
+class FrameBuffer:
+    """Bytes in, whole frames out (plain `bytes`, or `Frame` when `tagged`).
+
+    `max_payload` may be changed between frames (TCP raises it after the Hello).
+    `kinds`: the kinds accepted on a tagged stream (default: every `Kind`).
+    """
+
+    def __init__(
+        self, max_payload: int, *, tagged: bool = False, kinds: Container[int] | None = None
+    ) -> None:
+        self.max_payload = max_payload
+        self._tagged = tagged
+        self._head = HEADER.size if tagged else LENGTH.size
+        self._kinds: Container[int] = set(Kind) if kinds is None else kinds
         self._buf = bytearray()
+        self._pos = 0
+        self._large: bytearray | None = None  # the payload being assembled, if large
+        self._have = 0
+        self._large_tag = (0, 0)
 
-    def _pop_ready(self) -> list[bytes]:
-        frames: list[bytes] = []
-        buf, pos, end = self._buf, 0, len(self._buf)
-        while end - pos >= 4:
-            (size,) = _LEN.unpack_from(buf, pos)
-            if size > self._max:
-                raise FrameTooLarge(f"frame of {size} bytes > limit {self._max}")
-            if end - pos - 4 < size:
-                break
-            frames.append(bytes(buf[pos + 4 : pos + 4 + size]))
-            pos += 4 + size
-        if pos:
-            del buf[:pos]
-        return frames
+    # -- input -------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        if self._large is not None:
+            n = min(len(data), len(self._large) - self._have)
+            self._large[self._have : self._have + n] = data[:n]
+            self._have += n
+            data = data[n:]
+        if data:
+            self._buf += data
 
-    async def read_frames(self) -> list[bytes] | None:
-        """The next complete frames (at least one), or None at a clean end of stream."""
-        while True:
-            frames = self._pop_ready()
-            if frames:
-                return frames
-            chunk = await self._stream.receive_some(1 << 18)
-            if not chunk:
-                if self._buf:
-                    raise trio.BrokenResourceError("stream ended inside a frame")
+    def receive_buffer(self) -> memoryview | None:
+        """Where the rest of a large payload goes, if one is being assembled (then call
+        `received(n)` with the bytes written into it)."""
+        if self._large is None:
+            return None
+        return memoryview(self._large)[self._have :]
+
+    def received(self, n: int) -> None:
+        self._have += n
+
+    # -- output ------------------------------------------------------------------------
+    @property
+    def partial(self) -> bool:
+        """Bytes of an incomplete frame are buffered (an end of stream now is a truncation)."""
+        return self._large is not None or len(self._buf) > self._pos
+
+    def end_of_data(self) -> None:
+        """The stream ended: fine between frames, a `malformed_frame` inside one."""
+        if self.partial:
+            raise Truncated
+
+    def next_frame(self) -> bytes | Frame | None:
+        """The next whole frame, or None until more data is received."""
+        if self._large is not None:
+            if self._have < len(self._large):
                 return None
-            self._buf += chunk
+            payload, self._large = bytes(self._large), None
+            return self._make(*self._large_tag, payload)
+        buf, pos = self._buf, self._pos
+        available = len(buf) - pos
+        if available < LENGTH.size:
+            return self._need_data()
+        (length,) = LENGTH.unpack_from(buf, pos)
+        size = length - (TAG.size if self._tagged else 0)
+        if size < 0:
+            raise FrameError("malformed_frame", f"frame length {length} < its header")
+        if size > self.max_payload:
+            raise FrameTooLarge(size, self.max_payload)
+        if available < self._head:
+            return self._need_data()
+        kind, request_id = TAG.unpack_from(buf, pos + LENGTH.size) if self._tagged else (0, 0)
+        if self._tagged and kind not in self._kinds:
+            raise FrameError("malformed_frame", f"unknown frame kind {kind}")
+        start, end = pos + self._head, pos + self._head + size
+        if end <= len(buf):
+            self._pos = end
+            return self._make(kind, request_id, bytes(buf[start:end]))
+        if size > LARGE_PAYLOAD:
+            self._large = bytearray(size)
+            self._have = len(buf) - start
+            self._large[: self._have] = memoryview(buf)[start:]
+            self._large_tag = (kind, request_id)
+            buf.clear()
+            self._pos = 0
+        return self._need_data()
+
+    def frames(self) -> list[bytes | Frame]:
+        """Every frame that is complete now."""
+        out = []
+        while (item := self.next_frame()) is not None:
+            out.append(item)
+        return out
+
+    # -- helpers -----------------------------------------------------------------------
+    def _make(self, kind: int, request_id: int, payload: bytes) -> bytes | Frame:
+        return Frame(kind, request_id, payload) if self._tagged else payload
+
+    def _need_data(self) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        return None

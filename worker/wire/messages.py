@@ -15,6 +15,8 @@ from typing import Any
 
 import msgpack
 
+from worker.errors import Refused
+
 PROTOCOL_VERSION = 1
 DIGEST_BYTES = 32
 MAX_REASON_CHARS = 256
@@ -29,13 +31,10 @@ class Tag(IntEnum):
     HELLO = 5
 
 
-class WireError(ValueError):
+class WireError(Refused, ValueError):
     """A message that was refused; `reason` is a short, low-cardinality code."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+    source = "wire"
 
 
 @dataclass(frozen=True, slots=True)

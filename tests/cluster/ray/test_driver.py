@@ -1,4 +1,5 @@
-"""`narwhal-testbed run` end to end on an embedded Ray: the printed summary is the JSON's."""
+"""`narwhal-testbed run` end to end on an embedded Ray: the printed summary is the JSON's,
+and `local` writes the same keys."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from worker.keys import short_name
 pytestmark = pytest.mark.slow
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240):
-    cmd = [sys.executable, "-m", "cluster.cli", "run", *args]
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240, command="run"):
+    cmd = [sys.executable, "-m", "cluster.cli", command, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -34,10 +35,8 @@ def _int(text: str) -> int:
 def test_run_prints_the_summary_it_writes(tmp_path: Path) -> None:
     out = tmp_path / "summary.json"
     results = tmp_path / "results"
-    proc = _cli(
-        "--rate", "2000", "--tx-size", "128", "--duration", "3", "--batch-size", "50000",
-        "--json", str(out), "--results-dir", str(results),
-    )  # fmt: skip
+    load = ["--rate", "2000", "--tx-size", "128", "--duration", "3", "--batch-size", "50000"]
+    proc = _cli(*load, "--json", str(out), "--results-dir", str(results))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(out.read_text())
 
@@ -47,12 +46,13 @@ def test_run_prints_the_summary_it_writes(tmp_path: Path) -> None:
     assert printed_path.parent.parent == results and printed_path.name == "summary.json"
     assert json.loads(printed_path.read_text()) == summary
 
-    # `local`'s keys, plus the per-node figures.
-    for key in ("input_rate", "tx_size", "duration", "tps", "bps", "latency_p50_s",
-                "latency_p99_s", "batches_quorum", "missed_bursts", "drained",
-                "digest_agreement", "per_worker", "per_node"):  # fmt: skip
+    # `local`'s keys, with the per-authority figures.
+    keys = "input_rate tx_size duration tps bps latency_p50_s latency_p99_s batches_quorum "
+    keys += "missed_bursts drained digest_agreement per_worker per_authority"
+    for key in keys.split():
         assert key in summary, key
-    assert summary["input_rate"] == 2000 and summary["nodes"] == 4
+    assert summary["input_rate"] == 2000 and summary["authorities"] == 4
+    assert summary["backend"] == "ray"
     assert summary["transactions_quorum"] == summary["transactions_sent"] > 0
 
     # What is printed is what was written.
@@ -63,9 +63,9 @@ def test_run_prints_the_summary_it_writes(tmp_path: Path) -> None:
     assert _int(_field(s, "Quorum latency p99")) == round(summary["latency_p99_s"] * 1000)
     assert _int(_field(s, "Batches reaching quorum")) == summary["batches_quorum"]
     assert _int(_field(s, "Clients missed their target rate")) == summary["missed_bursts"]
-    for fig in summary["per_node"]:
+    for fig in summary["per_authority"]:
         line = re.search(rf"^ {re.escape(short_name(fig['authority']))} on .*: (.+)$", s, re.M)
-        assert line, f"no per-node line for {fig['authority']}"
+        assert line, f"no per-authority line for {fig['authority']}"
         sealed, acked, stored = (_int(x) for x in line.group(1).split(" / "))
         assert (sealed, acked, stored) == (
             fig["batches_sealed"],
@@ -74,6 +74,15 @@ def test_run_prints_the_summary_it_writes(tmp_path: Path) -> None:
         )
         assert acked > 0
     assert f"Digest agreement: OK ({summary['batches_quorum']} batches checked)" in s
+
+    # `local --json` writes the same keys, down to the per-worker and per-authority entries.
+    local_out = tmp_path / "local.json"
+    local = _cli(*load, "--json", str(local_out), "--results-dir", str(results), command="local")
+    assert local.returncode == 0, local.stderr[-3000:]
+    other = json.loads(local_out.read_text())
+    assert set(other) == set(summary)
+    for section in ("per_worker", "per_authority"):
+        assert {k for e in other[section] for k in e} == {k for e in summary[section] for k in e}
 
 
 def test_joining_an_absent_cluster_fails_clearly() -> None:

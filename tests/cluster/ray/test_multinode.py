@@ -12,7 +12,8 @@ import psutil
 import pytest
 from ray.cluster_utils import Cluster
 
-from cluster.backends.ray import RayRunConfig, run_ray
+from cluster.backends.ray import RayBackend
+from cluster.experiment import ExperimentConfig, run_experiment
 from worker.config import Parameters
 
 pytestmark = pytest.mark.slow
@@ -41,18 +42,17 @@ def ray_cluster() -> Iterator[Cluster]:
 
 
 def test_each_authority_on_its_own_node_and_quorum_across_nodes(ray_cluster: Cluster) -> None:
-    cfg = RayRunConfig(nodes=4, workers=1, rate=2_000, tx_size=256, duration=3, params=PARAMS)
-    cfg.address = ray_cluster.address
-    summary = run_ray(cfg)
+    cfg = ExperimentConfig(authorities=4, rate=2_000, tx_size=256, duration=3, params=PARAMS)
+    summary = run_experiment(cfg, RayBackend(ray_cluster.address)).summary()
 
-    homes = {fig["authority"]: fig["ray_node_id"] for fig in summary["per_node"]}
+    homes = {fig["authority"]: fig["ray_node_id"] for fig in summary["per_authority"]}
     assert len(set(homes.values())) == NODES, "one authority per Ray node"
     assert summary["placement_note"] is None
     for worker in summary["per_worker"]:
         assert worker["ray_node_id"] == homes[worker["authority"]]
         assert worker["host"] == "127.0.0.1"  # one machine: the nodes share loopback
     # Every authority's batches were acked by peers living on other Ray nodes.
-    for fig in summary["per_node"]:
+    for fig in summary["per_authority"]:
         assert fig["batches_acked"] > 0
         assert fig["batches_stored"] > fig["batches_sealed"]  # peers' batches stored too
     assert summary["batches_quorum"] > 0

@@ -50,6 +50,5 @@ def test_active_kinds() -> None:
         links={"*": LinkFault(delay=0.1, loss=0.1, bandwidth=1e6)},
         byzantine=Byzantine(silent=True, forged_ack=True, corrupt="malformed"),
     )
-    assert settings.active_kinds() == {
-        "partition", "delay", "loss", "bandwidth", "silent", "forged_ack", "corrupt",
-    }  # fmt: skip
+    expected = {"partition", "delay", "loss", "bandwidth", "silent", "forged_ack", "corrupt"}
+    assert settings.active_kinds() == expected

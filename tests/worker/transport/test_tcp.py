@@ -271,9 +271,24 @@ async def test_stopped_transport_releases_its_port(make_committee: MakeCommittee
         await round_trip(cluster, 0, 1, request_id=1)
         address = cluster.addresses[1]
         await cluster.stop(1)
-        await trio.testing.wait_all_tasks_blocked()  # let node 0 read the hang-up
+        await trio.testing.wait_all_tasks_blocked()  # let worker 0 read the hang-up
         assert keys[1].name not in cluster[0].connected_peers()
         with pytest.raises(OSError):
             await connect(address)
         await cluster.start(1)  # same port, straight away
         await round_trip(cluster, 0, 1, request_id=2)
+
+
+async def test_unanswered_request_times_out(make_committee: MakeCommittee) -> None:
+    """The one timeout policy (worker/core/requests.py): fail, forget, count a late answer."""
+    committee, keys = make_committee(2)
+    params = Parameters(request_timeout=100)
+    async with tcp_cluster(committee, keys, params=params) as cluster:
+        cluster[0].send(SendRequest(1, keys[1].name, b"slow"))
+        request = await expect(cluster[1], RequestReceived)
+        failed = await expect(cluster[0], RequestFailed)
+        assert (failed.request_id, failed.error) == (1, "timeout")
+        await request.respond(b"too late")
+        await round_trip(cluster, 1, 0, request_id=2)  # the link is still up
+        await round_trip(cluster, 0, 1, request_id=3)
+        assert cluster[0].rejections == {"unknown_request_id": 1}

@@ -48,6 +48,7 @@ class Admission:
         my_handshake: bytes,
         rejections: Counter[str],
         stats: Counter[str],
+        handshakes: Counter[str],
         spawn: Spawn,
         timeout: float,
     ) -> None:
@@ -56,6 +57,7 @@ class Admission:
         self._my_handshake = my_handshake
         self._rejections = rejections
         self._stats = stats
+        self._handshakes = handshakes  # "accepted", or the reason we refused
         self._spawn = spawn
         self._timeout = timeout
 
@@ -85,7 +87,7 @@ class Admission:
                     raise _PeerRefused
                 self._admit(state, frame.kind, frame.payload)
                 await stream.write(encode_frame(Kind.HANDSHAKE_OK, 0))
-                self._peers.mark_ready(state)
+                self._ready(state)
         except Exception as exc:  # every failure closes this connection
             self._failed(state, exc)
         finally:
@@ -107,7 +109,7 @@ class Admission:
                 frame = await reader.read_frame()
                 if frame is None or frame.kind is not Kind.HANDSHAKE_OK:
                     raise _PeerRefused
-                self._peers.mark_ready(state)
+                self._ready(state)
             await _close_stream(stream)
         except Exception as exc:  # every failure closes this connection
             self._failed(state, exc)  # count first: the peer sees the reset next
@@ -119,7 +121,7 @@ class Admission:
             await state.settled.wait()
             return
         if self._peers.get(state.conn) is state and not state.ready:
-            self._rejections["handshake_timeout"] += 1
+            self._refused("handshake_timeout")
             self._peers.drop(state.conn)
             await close_quietly(state.conn)
 
@@ -130,11 +132,19 @@ class Admission:
         name = self._verifier.check(decode_payload(payload), state.peer_id.to_bytes())
         self._peers.admit(state, name)
 
+    def _ready(self, state: ConnState) -> None:
+        self._handshakes["accepted"] += 1
+        self._peers.mark_ready(state)
+
+    def _refused(self, reason: str) -> None:
+        self._rejections[reason] += 1
+        self._handshakes[reason] += 1
+
     def _failed(self, state: ConnState, exc: Exception) -> None:
         if isinstance(exc, HandshakeRejected | FrameError):
-            self._rejections[exc.reason] += 1
+            self._refused(exc.reason)
         elif isinstance(exc, trio.TooSlowError):
-            self._rejections["handshake_timeout"] += 1
+            self._refused("handshake_timeout")
         elif isinstance(exc, _PeerRefused | StreamClosed):
             self._stats["handshake_refused_by_peer"] += 1
         else:

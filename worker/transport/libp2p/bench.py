@@ -23,7 +23,7 @@ from libp2p.request_response import BytesCodec, RequestResponse, RequestResponse
 
 from worker.config import Committee, Parameters
 from worker.keys import KeyPair
-from worker.transport.base import RequestReceived, ResponseReceived, SendRequest
+from worker.transport.base import RequestFailed, RequestReceived, ResponseReceived, SendRequest
 from worker.transport.libp2p.host import (
     build_host,
     dialable_addr,
@@ -161,9 +161,11 @@ async def _bench_stream(addr: str, key_dir: Path, seconds: float) -> dict[str, o
         async for event in client.events:
             if isinstance(event, ResponseReceived):
                 waiting.pop(event.request_id).set()
+            elif isinstance(event, RequestFailed):
+                failures.append(event)
+                waiting.pop(event.request_id, trio.Event()).set()
             else:
                 failures.append(event)
-                waiting.pop(getattr(event, "request_id", -1), trio.Event()).set()
 
     async with trio.open_nursery() as nursery:
         await nursery.start(client.serve)

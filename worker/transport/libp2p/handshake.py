@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from worker.config import Committee
+from worker.errors import Refused
 from worker.keys import KeyPair, encode_key, verify
 from worker.wire import messages as wire
 
@@ -21,12 +22,10 @@ PEER_ID_LEN = struct.Struct(">H")
 MAX_HANDSHAKE_BYTES = 1024
 
 
-class HandshakeRejected(Exception):
+class HandshakeRejected(Refused):
     """A handshake that is refused; `reason` is the counter label."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    source = "handshake"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, IMultiselectCommunicator, INetConn, INetStream
+from libp2p.abc import IHost, IMultiselectCommunicator, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair as HostKeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
@@ -166,3 +166,31 @@ def parse_peer_addr(addr: str) -> tuple[ID, multiaddr.Multiaddr]:
         raise ValueError(f"multiaddr without /p2p/<PeerId>: {addr}")
     transport = multiaddr.Multiaddr(addr.split("/p2p/")[0])
     return ID.from_base58(str(peer)), transport
+
+
+class Notifee(INotifee):
+    """Forwards swarm connection events; must not block the swarm (it awaits us)."""
+
+    def __init__(
+        self, on_connected: Callable[[INetConn], None], on_disconnected: Callable[[INetConn], None]
+    ) -> None:
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_connected(conn)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_disconnected(conn)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None

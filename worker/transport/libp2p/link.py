@@ -16,6 +16,7 @@ from collections.abc import Callable
 import trio
 from libp2p.abc import INetStream
 
+from worker.core.requests import RequestTable
 from worker.transport.base import (
     PeerName,
     RequestFailed,
@@ -130,10 +131,9 @@ class OutboundLink:
         self._on_change = on_change
         self._max_payload = max_payload
         self._max_queued = max_queued
-        self._timeout = timeout
-        self._queued: dict[int, float] = {}  # request id -> deadline, in send order
-        self._data: dict[int, bytes] = {}
-        self._outstanding: dict[int, float] = {}
+        #: waiting for a stream (with their payload), then on it until answered
+        self._queued: RequestTable[bytes] = RequestTable(timeout)
+        self._outstanding: RequestTable[None] = RequestTable(timeout)
         self._writer: FrameWriter | None = None
         #: Requests are waiting for a stream: the supervisor should dial now.
         self.wanted = False
@@ -145,29 +145,24 @@ class OutboundLink:
             return self._fail(request_id, "oversized")
         if request_id in self._outstanding or request_id in self._queued:
             return self._fail(request_id, "duplicate_request_id")
-        deadline = trio.current_time() + self._timeout
+        now = trio.current_time()
         if self._writer is not None:
-            return self._start(request_id, request.data, deadline, self._writer)
+            return self._start(request_id, request.data, now, None, self._writer)
         if len(self._queued) >= self._max_queued:
             return self._fail(request_id, "queue_full")
-        self._queued[request_id] = deadline
-        self._data[request_id] = request.data
+        self._queued.add(request_id, now, request.data)
         if not self.wanted:
             self.wanted = True
             self._on_change()
 
     def expire(self, now: float) -> None:
         """Fail what waited longer than the request timeout (queued or unanswered)."""
-        for request_id in [r for r, d in self._queued.items() if d <= now]:
-            del self._queued[request_id], self._data[request_id]
-            self._fail(request_id, "timeout")
-        for request_id in [r for r, d in self._outstanding.items() if d <= now]:
-            del self._outstanding[request_id]
+        for request_id in [*self._queued.expire(now), *self._outstanding.expire(now)]:
             self._fail(request_id, "timeout")
 
     def fail_queued(self, error: str) -> None:
         """The peer cannot be reached now: fail what waits for it (the caller retries)."""
-        queued, self._queued, self._data = self._queued, {}, {}
+        queued = self._queued.take_all()
         self.wanted = False
         for request_id in queued:
             self._fail(request_id, error)
@@ -189,10 +184,9 @@ class OutboundLink:
             async with trio.open_nursery() as nursery:
                 self._writer = writer
                 self.wanted = False
-                queued, self._queued, data = self._queued, {}, self._data
-                self._data = {}
-                for request_id, deadline in queued.items():
-                    self._start(request_id, data[request_id], deadline, writer)
+                now = trio.current_time()
+                for request_id, (deadline, data) in self._queued.take_all().items():
+                    self._start(request_id, data, now, deadline, writer)
                 self._on_change()
                 nursery.start_soon(self._write, writer, stream, errors, nursery.cancel_scope)
                 errors.append(await self._read(stream))
@@ -226,13 +220,13 @@ class OutboundLink:
             if frame is None:
                 return "link_closed_by_peer"
             if not self._on_answer(frame):
-                self._rejections["malformed"] += 1
+                self._rejections["malformed_frame"] += 1
                 return "link_broken: unexpected frame kind"
 
     def _on_answer(self, frame: Frame) -> bool:
         if frame.kind not in (Kind.RESPONSE, Kind.ERROR):
             return False
-        if self._outstanding.pop(frame.request_id, None) is None:
+        if self._outstanding.pop(frame.request_id) is None:
             self._stats["late_or_unknown_response"] += 1
         elif frame.kind is Kind.RESPONSE:
             self._emit(ResponseReceived(frame.request_id, self.peer, frame.payload))
@@ -242,13 +236,14 @@ class OutboundLink:
         return True
 
     # -- helpers ------------------------------------------------------------------------
-    def _start(self, request_id: int, data: bytes, deadline: float, writer: FrameWriter) -> None:
-        self._outstanding[request_id] = deadline
+    def _start(
+        self, request_id: int, data: bytes, now: float, deadline: float | None, writer: FrameWriter
+    ) -> None:
+        self._outstanding.add(request_id, now, None, deadline)
         writer.put(encode_frame(Kind.REQUEST, request_id, data))
 
     def _break(self, error: str) -> None:
-        lost, self._outstanding = self._outstanding, {}
-        for request_id in lost:
+        for request_id in self._outstanding.take_all():
             self._fail(request_id, error)
 
     def _fail(self, request_id: int, error: str) -> None:
@@ -305,7 +300,7 @@ async def serve_inbound(
                 if frame is None:
                     break
                 if frame.kind is not Kind.REQUEST:
-                    raise FrameError("malformed", f"{frame.kind.name} on a request stream")
+                    raise FrameError("malformed_frame", f"{frame.kind.name} on a request stream")
                 if inflight.count >= max_inflight:
                     rejections["overloaded"] += 1
                     writer.put(encode_frame(Kind.ERROR, frame.request_id, b"overloaded"))

@@ -18,18 +18,20 @@ from typing import Any
 
 import multiaddr
 import trio
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.network.config import RetryConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from worker.config import Committee, Parameters
+from worker.core.requests import expiry_period
 from worker.keys import KeyPair
-from worker.transport.base import PeerName, RequestFailed, SendRequest, TransportEvent
+from worker.transport.base import PeerName, RequestFailed, SendRequest, Transport, TransportEvent
 from worker.transport.libp2p.admission import HANDSHAKE_PROTOCOL, Admission
 from worker.transport.libp2p.handshake import Verifier, make_handshake
 from worker.transport.libp2p.host import (
+    Notifee,
     build_host,
     count_unknown_protocols,
     dialable_addr,
@@ -63,35 +65,7 @@ class Backoff:
         return delay
 
 
-class _Notifee(INotifee):
-    """Forwards swarm connection events; must not block the swarm (it awaits us)."""
-
-    def __init__(
-        self, on_connected: Callable[[INetConn], None], on_disconnected: Callable[[INetConn], None]
-    ) -> None:
-        self._on_connected = on_connected
-        self._on_disconnected = on_disconnected
-
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_connected(conn)
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_disconnected(conn)
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        return None
-
-    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        return None
-
-
-class Libp2pTransport:
+class Libp2pTransport(Transport):
     """Implements `worker.transport.base.Transport` over py-libp2p.
 
     `peer_addrs` (authority name -> multiaddr with /p2p/<PeerId>) overrides the
@@ -120,16 +94,17 @@ class Libp2pTransport:
         self.rejections: Counter[str] = _NotifyingCounter(self._peers.poke)
         #: Things that are not refusals but worth counting (dial failures, late answers).
         self.stats: Counter[str] = _NotifyingCounter(self._peers.poke)
+        self.handshakes: Counter[str] = _NotifyingCounter(self._peers.poke)
         self._events_tx, self.events = trio.open_memory_channel[TransportEvent](math.inf)
         self._committee, self._me, self._worker_id = committee, me, worker_id
         self._params, self._keypair = params, keypair
         self._identity = load_or_create_identity(key_dir)
-        self.peer_id = ID.from_pubkey(self._identity.public_key)
+        self._peer_id = ID.from_pubkey(self._identity.public_key)
         self._listen_host, self._listen_port = listen_host, listen_port
         self._handshake_timeout = handshake_timeout
         self._dial_timeout = dial_timeout
         self._my_handshake = make_handshake(
-            keypair, self.peer_id.to_bytes(), worker_id, committee.epoch
+            keypair, self._peer_id.to_bytes(), worker_id, committee.epoch
         )
         self._admission = Admission(
             self._peers,
@@ -137,6 +112,7 @@ class Libp2pTransport:
             self._my_handshake,
             self.rejections,
             self.stats,
+            self.handshakes,
             self._spawn,
             handshake_timeout,
         )
@@ -174,7 +150,7 @@ class Libp2pTransport:
         network = host.get_network()
         network.retry_config = RetryConfig(max_retries=0)  # type: ignore[attr-defined]
         network.register_notifee(
-            _Notifee(self._admission.on_connected, self._admission.on_disconnected)
+            Notifee(self._admission.on_connected, self._admission.on_disconnected)
         )
         # py-libp2p's swarm closes its connections unshielded when it is cancelled, so a
         # cancelled close leaves sockets open (the peer never notices). The host therefore
@@ -233,6 +209,10 @@ class Libp2pTransport:
         }
 
     # -- discovery ------------------------------------------------------------------------
+    @property
+    def peer_id(self) -> str:
+        return str(self._peer_id)
+
     def peer_ids(self) -> dict[str, str]:
         """Authority name -> PeerId (base58) of every peer whose handshake we accepted."""
         return self._peers.peer_ids()
@@ -249,10 +229,15 @@ class Libp2pTransport:
         stats change (lets tests and operators await a counted refusal)."""
         await self._peers.wait_until(predicate)
 
-    def add_peer_addr(self, name: str, addr: str) -> None:
-        """Learn (or replace) where to dial `name`: a multiaddr with /p2p/<PeerId>."""
-        self._addrs[name] = parse_peer_addr(addr)
+    def add_peer_addrs(self, addrs: Mapping[str, str]) -> None:
+        """Learn (or replace) where to dial peers: multiaddrs with /p2p/<PeerId>."""
+        for name, addr in addrs.items():
+            self._addrs[name] = parse_peer_addr(addr)
         self._peers.poke()
+
+    def add_peer_addr(self, name: str, addr: str) -> None:
+        """One peer's address (the older spelling of `add_peer_addrs`)."""
+        self.add_peer_addrs({name: addr})
 
     # -- batch streams ------------------------------------------------------------------
     async def _on_batch_stream(self, stream: INetStream) -> None:
@@ -348,7 +333,7 @@ class Libp2pTransport:
                 await reset_quietly(stream)
 
     async def _expire_loop(self) -> None:
-        period = min(max(self._params.request_timeout / 10_000, 0.05), 1.0)
+        period = expiry_period(self._params.request_timeout / 1000)
         while True:
             await trio.sleep(period)
             now = trio.current_time()

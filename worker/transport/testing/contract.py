@@ -1,11 +1,12 @@
 """The behaviour every worker-to-worker transport owes the worker, whatever its wire.
 
-Written only against `worker.transport.base`, so the TCP baseline and the libp2p transport
-are held to the same suite. To run it against an implementation, subclass
-`TransportContract` in a test module (the subclass name must start with `Test`) and give
-it a `make_cluster` fixture: a callable `make_cluster(n)` returning an async context
-manager that yields a running `TransportCluster` of n authorities (worker id 0) of a fresh
-committee. `serve_cluster` builds one for any transport whose `serve` runs until
+Written only against `worker.transport.base`, so the TCP baseline, the libp2p transport
+and the in-memory one (worker/transport/testing/memory.py) are held to the same suite.
+To run it against an implementation, subclass `TransportContract` in a test module (the
+subclass name must start with `Test`) and give it a `make_cluster` fixture: a callable
+`make_cluster(n)` returning an async context manager that yields a running
+`TransportCluster` of n authorities (worker id 0) of a fresh committee. `serve_cluster`
+builds one for any transport whose `serve` runs until
 cancelled, from a `build(index) -> Transport`::
 
     class TestMyContract(TransportContract):
@@ -48,25 +49,25 @@ E = TypeVar("E", ResponseReceived, RequestReceived, RequestFailed)
 
 
 class TransportCluster(Protocol):
-    """Transports of one committee, indexed like `names`; nodes can be stopped and restarted."""
+    """Transports of one committee, indexed like `names`; workers can be stopped and restarted."""
 
     names: list[str]
 
     def __getitem__(self, index: int) -> Transport:
-        """The running transport of node `index`."""
+        """The running transport of worker `index`."""
 
     async def start(self, index: int) -> Transport:
-        """Start a fresh transport for node `index`; returns once it is listening."""
+        """Start a fresh transport for worker `index`; returns once it is listening."""
 
     async def stop(self, index: int) -> None:
-        """Stop node `index`; returns once its sockets are closed."""
+        """Stop worker `index`; returns once its sockets are closed."""
 
 
 MakeCluster = Callable[[int], AbstractAsyncContextManager[TransportCluster]]
 
 
 @dataclass
-class _Node:
+class _Member:
     transport: Transport
     scope: trio.CancelScope
     done: trio.Event
@@ -82,38 +83,38 @@ class ServeCluster:
         self.addresses: dict[int, str] = {}
         self._nursery = nursery
         self._build = build
-        self._nodes: dict[int, _Node] = {}
+        self._members: dict[int, _Member] = {}
 
     def __getitem__(self, index: int) -> Transport:
-        return self._nodes[index].transport
+        return self._members[index].transport
 
     async def start(self, index: int) -> Transport:
-        assert index not in self._nodes, f"node {index} is already running"
+        assert index not in self._members, f"worker {index} is already running"
         transport = self._build(index)
-        node = _Node(transport, trio.CancelScope(), trio.Event())
+        worker = _Member(transport, trio.CancelScope(), trio.Event())
 
         async def run(task_status: trio.TaskStatus[str]) -> None:
             try:
-                with node.scope:
+                with worker.scope:
                     await transport.serve(task_status=task_status)
             finally:
-                node.done.set()
+                worker.done.set()
 
         self.addresses[index] = await self._nursery.start(run)
-        self._nodes[index] = node
+        self._members[index] = worker
         return transport
 
     async def stop(self, index: int) -> None:
-        node = self._nodes.pop(index)
-        node.scope.cancel()
-        await node.done.wait()
+        worker = self._members.pop(index)
+        worker.scope.cancel()
+        await worker.done.wait()
 
 
 @asynccontextmanager
 async def serve_cluster(
     names: list[str], build: Callable[[int], Transport], running: Iterable[int] | None = None
 ) -> AsyncIterator[ServeCluster]:
-    """Run `build(i)` for every node in `running` (default: all) until the block ends."""
+    """Run `build(i)` for every worker in `running` (default: all) until the block ends."""
     async with trio.open_nursery() as nursery:
         cluster = ServeCluster(nursery, names, build)
         for index in range(len(names)) if running is None else running:
@@ -173,7 +174,7 @@ class TransportContract:
             assert await expect(a, ResponseReceived) == ResponseReceived(1, cluster.names[1], b"")
 
     async def test_request_names_its_sender(self, make_cluster: MakeCluster) -> None:
-        """The router attributes acks (and stake) by this name, so it must be the sender's."""
+        """The broadcaster attributes acks (and stake) by this name, so it must be the sender's."""
         async with make_cluster(3) as cluster:
             for src in (0, 2):
                 cluster[src].send(SendRequest(1, cluster.names[1], cluster.names[src].encode()))

@@ -1,8 +1,8 @@
 """Helpers for the libp2p transport tests (no tests here).
 
 `plan(n, tmp)` lays out a committee whose workers' libp2p addresses are fixed in advance
-(the committee's worker_to_worker ports, PeerIds from per-node key directories), so a
-stopped node restarts on the same multiaddr. `RawClient` speaks the wire by hand to
+(the committee's worker_to_worker ports, PeerIds from per-worker key directories), so a
+stopped worker restarts on the same multiaddr. `RawClient` speaks the wire by hand to
 play the misbehaving peers the transport must refuse.
 """
 
@@ -54,7 +54,7 @@ class Plan:
     committee: Committee
     keys: list[KeyPair]
     key_dirs: list[Path]
-    addrs: list[str]  # multiaddr of node i, /p2p/ suffix included
+    addrs: list[str]  # multiaddr of worker i, /p2p/ suffix included
 
     @property
     def names(self) -> list[str]:
@@ -73,7 +73,7 @@ class Plan:
     def build(
         self, i: int, params: Parameters = PARAMS, key_dir: Path | None = None, **kwargs: Any
     ) -> Libp2pTransport:
-        """Node i's transport; `key_dir` gives it another libp2p identity."""
+        """Authority i's transport; `key_dir` gives it another libp2p identity."""
         kwargs = {"peer_addrs": self.peer_addrs(i), "listen_port": self.port(i), **kwargs}
         key_dir = key_dir or self.key_dirs[i]
         return Libp2pTransport(
@@ -83,7 +83,7 @@ class Plan:
 
 def plan(n: int, tmp: Path, keys: list[KeyPair] | None = None) -> Plan:
     committee, keys = make_local_committee(n, keys=keys)
-    key_dirs = [tmp / f"node{i}" for i in range(n)]
+    key_dirs = [tmp / f"worker{i}" for i in range(n)]
     addrs = []
     for i, key in enumerate(keys):
         port = committee.worker(key.name, 0).worker_hostport[1]
@@ -100,7 +100,7 @@ async def cluster(
 
 
 async def wait_connected(c: ServeCluster, indices: list[int]) -> None:
-    """Every listed node is connected and authenticated to every other listed node."""
+    """Every listed worker is connected and authenticated to every other listed worker."""
     with trio.fail_after(HANG_GUARD):
         for i in indices:
             transport = c[i]

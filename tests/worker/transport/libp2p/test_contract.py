@@ -1,7 +1,7 @@
 """The libp2p transport against the transport-agnostic contract (tests/transport_contract.py).
 
-Nodes listen on their committee worker_to_worker port with a PeerId kept in a per-node
-key directory, so a restarted node comes back on the same multiaddr, as in a deployment.
+Workers listen on their committee worker_to_worker port with a PeerId kept in a per-worker
+key directory, so a restarted worker comes back on the same multiaddr, as in a deployment.
 """
 
 from __future__ import annotations

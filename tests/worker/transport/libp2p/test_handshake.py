@@ -107,12 +107,12 @@ async def test_crafted_handshakes_are_refused_and_counted(
 
 
 async def test_replayed_handshake_fails_on_the_peer_id_binding(tmp_path: Path) -> None:
-    """Node 1's genuine handshake, captured and replayed from another host: the signature
-    verifies, but it covers node 1's PeerId, not the one Noise authenticated."""
+    """Authority 1's genuine handshake, captured and replayed from another host: the signature
+    verifies, but it covers worker 1's PeerId, not the one Noise authenticated."""
     p = plan(3, tmp_path)
     async with cluster(p, running=[0, 1]) as c:
         await wait_connected(c, [0, 1])
-        captured = c[1]._my_handshake  # exactly what node 1 sends on its connections
+        captured = c[1]._my_handshake  # exactly what worker 1 sends on its connections
         await attempt(tmp_path, p, c[0], lambda client: captured)
         assert c[0].rejections["peer_id_mismatch"] == 1
         # A handshake signed for some other host's PeerId fails the same way.
@@ -156,7 +156,7 @@ async def test_the_dialer_verifies_the_listener_too(tmp_path: Path) -> None:
     p = plan(3, tmp_path)
     async with cluster(p, running=[0, 1]) as c:
         await wait_connected(c, [0, 1])
-        captured = c[0]._my_handshake  # node 0's genuine handshake
+        captured = c[0]._my_handshake  # worker 0's genuine handshake
         async with raw_client(tmp_path, "impostor") as impostor:
 
             async def answer_with_replay(stream: INetStream) -> None:

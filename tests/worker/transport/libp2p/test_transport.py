@@ -35,12 +35,12 @@ async def test_four_workers_authenticate_each_other(tmp_path: Path) -> None:
         await wait_connected(c, [0, 1, 2, 3])
         peer_ids = {name: peer_id_of(d) for name, d in zip(p.names, p.key_dirs, strict=False)}
         for i in range(4):
-            node = c[i]
-            assert isinstance(node, Libp2pTransport)
+            worker = c[i]
+            assert isinstance(worker, Libp2pTransport)
             others = set(p.names) - {p.names[i]}
-            assert node.peer_ids() == {name: peer_ids[name] for name in others}
-            assert node.connected_peers() == others
-            assert not node.rejections
+            assert worker.peer_ids() == {name: peer_ids[name] for name in others}
+            assert worker.connected_peers() == others
+            assert not worker.rejections
         for src in range(4):
             await round_trip(c, src, (src + 1) % 4, request_id=src)
 
@@ -91,12 +91,12 @@ async def test_pipelined_batches_both_ways(tmp_path: Path) -> None:
         got: list[dict[int, bytes]] = [{}, {}]
 
         async def route(i: int) -> None:
-            """Node i answers the other's requests and collects its own responses."""
-            node = c[i]
+            """Authority i answers the other's requests and collects its own responses."""
+            worker = c[i]
             answered = collected = 0
             with trio.fail_after(HANG_GUARD):
                 while answered < len(sizes) or collected < len(sizes):
-                    event = await node.events.receive()
+                    event = await worker.events.receive()
                     if isinstance(event, RequestReceived):
                         answered += 1
                         await event.respond(hashlib.sha256(event.data).digest())
@@ -138,7 +138,7 @@ async def test_outstanding_requests_fail_when_the_peer_dies_then_recover(tmp_pat
 
 async def authenticated_raw_client_test(tmp_path: Path, frame: bytes, reason: str) -> None:
     """Authority 2 (not running) is played by a raw client that handshakes properly, then
-    sends `frame` on a batch stream: refused with `reason`, and node 0 keeps serving."""
+    sends `frame` on a batch stream: refused with `reason`, and worker 0 keeps serving."""
     p = plan(3, tmp_path)
     async with cluster(p, running=[0, 1]) as c:
         await wait_connected(c, [0, 1])
@@ -181,7 +181,9 @@ async def test_oversized_frame_is_refused_from_its_header(tmp_path: Path) -> Non
 
 
 async def test_malformed_frame_is_refused(tmp_path: Path) -> None:
-    await authenticated_raw_client_test(tmp_path, encode_frame(Kind.RESPONSE, 1, b"?"), "malformed")
+    await authenticated_raw_client_test(
+        tmp_path, encode_frame(Kind.RESPONSE, 1, b"?"), "malformed_frame"
+    )
 
 
 async def test_unknown_protocol_is_counted(tmp_path: Path) -> None:

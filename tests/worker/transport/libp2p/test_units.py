@@ -8,7 +8,6 @@ import trio
 from cluster.committee import make_local_committee
 from worker.keys import KeyPair
 from worker.transport.libp2p.framing import (
-    HEADER_BYTES,
     LEN,
     Frame,
     FrameError,
@@ -27,6 +26,7 @@ from worker.transport.libp2p.handshake import (
 )
 from worker.transport.libp2p.link import FrameWriter
 from worker.wire import messages as wire
+from worker.wire.frames import HEADER
 
 
 class ChunkedStream:
@@ -86,7 +86,7 @@ async def test_oversized_is_refused_from_the_header_alone() -> None:
 async def test_malformed_frames(data: bytes) -> None:
     with pytest.raises(FrameError) as err:
         await read_all(data)
-    assert err.value.reason == "malformed"
+    assert err.value.reason == "malformed_frame"
 
 
 async def test_a_reset_is_not_a_clean_end() -> None:
@@ -132,7 +132,7 @@ async def test_writer_gathers_answers_while_more_are_owed() -> None:
         nursery.start_soon(answer_slowly)
         await trio.testing.wait_all_tasks_blocked()
         writer.close()
-    assert len(b"".join(stream.writes)) == 10 * (HEADER_BYTES + 2)
+    assert len(b"".join(stream.writes)) == 10 * (HEADER.size + 2)
     assert len(stream.writes) <= 2
 
 
