@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 from cluster.committee import make_local_committee
-from cluster.summary import percentile
+from faults.series import percentile
 from worker.config import Committee, Parameters
 from worker.keys import KeyPair
 from worker.transport.base import RequestReceived, ResponseReceived, SendRequest, Transport

@@ -46,7 +46,9 @@ class AuthorityHost:
         self.committee, self.params, self.keypair, self.store = committee, params, keypair, store
         self.name = keypair.name
         self.host, port = committee.authorities[self.name].primary.hostport
-        self.collector = DigestCollector(self.host, port) if collector else None
+        self.collector = (
+            DigestCollector(self.host, port, authority=self.name) if collector else None
+        )
         ids = sorted(committee.authorities[self.name].workers if worker_ids is None else worker_ids)
         self.workers = [
             Worker(

@@ -4,35 +4,47 @@
 The flow owns the order of the phases and what is measured; a backend only knows how
 to do each phase on its hosts. A scenario is carried out by `faults.runner`, called
 from the load loop, so its steps keep their schedule on either backend. Whatever fails,
-the backend is stopped.
+the backend is stopped, and every phase from the load on has a deadline, so a run ends
+in bounded time whatever its faults do to the committee. The CPU used over the load is
+sampled (cluster/cpu.py) for the summary's saturation flag.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from cluster.cpu import cpu_between, kill_new_descendants, process_tree, snapshot
 from cluster.results import RunResult, new_run_dir
-from faults.runner import ScenarioRun, ScenarioRunner, scenario_parameters
+from faults.report import write_aborted_report
+from faults.runner import ScenarioOutcome, ScenarioRun, ScenarioRunner, scenario_parameters
 from faults.scenario import Scenario
 from metrics.service_discovery import MetricsTarget, write_targets
 from worker.config import Parameters
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 #: Longest wait of the load loop between looks at the clients (and the progress shown).
 TICK = 1.0
+#: The input rate of `run` and `local` when --rate is not given (tx/s, all clients).
+#: It must leave headroom on the 2-core reference machine: at most half the knee that
+#: `narwhal-testbed bench` measures there (set it from a quiet run of the bench).
+DEFAULT_RATE = 5_000
+#: Seconds the flow waits for a teardown's stop to clean up after killing its processes.
+KILL_WAIT = 5.0
 
 
 @dataclass
 class ExperimentConfig:
     authorities: int = 4
     workers: int = 1
-    rate: int = 20_000
+    rate: int = DEFAULT_RATE
     tx_size: int = 512
     duration: float = 20.0
     #: authorities that never boot (the last f, as in the original)
@@ -48,6 +60,18 @@ class ExperimentConfig:
     linger: float = 0.0
     #: called once the committee is up (and targets written), before the load starts
     on_ready: Callable[[], None] | None = None
+    # Deadlines from the load on: a run ends within duration + drain_timeout + the sum of
+    # these (+ KILL_WAIT), whatever the faults; a phase past its deadline fails the run.
+    #: seconds the load (clients and scenario steps) may run past `duration`
+    load_grace: float = 30.0
+    #: seconds to bring crashed authorities back after the load (scenarios)
+    restore_timeout: float = 60.0
+    #: seconds the drain call may take beyond `drain_timeout`
+    drain_grace: float = 15.0
+    #: seconds to collect results (and judge a scenario: each its own deadline)
+    collect_timeout: float = 60.0
+    #: seconds for the backend's stop; past it, the run's processes are killed
+    stop_timeout: float = 45.0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -150,10 +174,17 @@ def run_experiment(
     scenario: Scenario | None = None,
     out_dir: Path | None = None,
 ) -> RunResult:
-    """Run the flow; a scenario's report goes to `out_dir` (default results/<time>-<name>/)."""
+    """Run the flow; a scenario's report goes to `out_dir` (default results/<time>-<name>/).
+
+    From the load on, every phase runs under a deadline (see `ExperimentConfig`): a phase
+    that overruns, or fails, ends the run's use of the committee; the result then carries
+    the problem (so `ok` is False) and whatever was collected, and a scenario still gets
+    its report. Deploy and discovery are bounded by the backend's startup timeouts."""
     observer = observer or QuietObserver()
     if cfg.faults and cfg.faults * 3 >= cfg.authorities:
         log.warning("faults=%d of %d: no batch can reach quorum", cfg.faults, cfg.authorities)
+    before = set(process_tree())  # processes of the run are the ones that appear later
+    problems: list[str] = []
     try:
         names = backend.deploy(cfg, observer.note)
         backend.discover()
@@ -168,35 +199,140 @@ def run_experiment(
             observer.note(
                 f"{scenario.name}: seed {scenario.seed}, {len(runner.steps)} planned steps"
             )
-        clients = _load(cfg, backend, observer, runner)
-        if runner is not None:
-            runner.load_ended()
-        drained = backend.drain(cfg.drain_timeout)
-        drained_at = time.time()
-        time.sleep(cfg.linger)  # not a synchronisation: the scraper's interval
-        workers, collectors = backend.collect()
-        homes, placement_note = backend.placement()
-        result = RunResult(
-            backend.name,
-            cfg.describe(),
-            workers,
-            clients,
-            collectors,
-            homes,
-            drained,
-            drained_at,
-            placement_note,
-        )
+        result = _measure(cfg, backend, observer, runner, problems)
         if runner is not None and scenario is not None:
-            extra = {
-                "drained": drained,
-                "clients": [{k: v for k, v in c.items() if k != "samples"} for c in clients],
-            }
             out = out_dir or new_run_dir(label=scenario.name)
-            result.scenario = runner.judge(collectors, out, extra)
+            result.scenario = _judge(cfg, runner, result, out)
         return result
     finally:
-        backend.stop()
+        _teardown(cfg, backend, before, problems)
+
+
+def _measure(
+    cfg: ExperimentConfig,
+    backend: Backend,
+    observer: RunObserver,
+    runner: ScenarioRunner | None,
+    problems: list[str],
+) -> RunResult:
+    """Load, drain and collect, each phase under its deadline; stops at the first failure."""
+    clients: list[dict[str, Any]] = []
+    drained, drained_at = False, 0.0
+    workers: list[dict[str, Any]] = []
+    collectors: dict[str, dict[str, Any]] = {}
+    homes: dict[str, dict[str, Any]] = {}
+    placement_note = None
+    marks = [snapshot()]
+    try:
+        observer.load_started(cfg.duration)
+        try:
+            load_budget = cfg.duration + cfg.load_grace
+            clients = within("load", load_budget, _load, cfg, backend, observer, runner)
+        finally:
+            marks.append(snapshot())
+            observer.load_done()
+        if runner is not None:  # crashed authorities come back to have their stores read
+            within("restoring crashed authorities", cfg.restore_timeout, runner.load_ended)
+        drain_budget = cfg.drain_timeout + cfg.drain_grace
+        drained = within("drain", drain_budget, backend.drain, cfg.drain_timeout)
+        drained_at = time.time()
+        marks.append(snapshot())
+        time.sleep(cfg.linger)  # not a synchronisation: the scraper's interval
+        workers, collectors = within("collect", cfg.collect_timeout, backend.collect)
+        homes, placement_note = backend.placement()
+    except Exception as exc:  # a phase overran or a backend call failed: say so, go on
+        problems.append(_problem(exc))
+        log.error("run failed: %s", problems[-1])
+    if len(marks) == 2:
+        marks.append(marks[-1])
+    result = RunResult(
+        backend.name,
+        cfg.describe(),
+        workers,
+        clients,
+        collectors,
+        homes,
+        drained,
+        drained_at,
+        placement_note,
+        problems=problems,
+    )
+    result.cpu = {"load": cpu_between(marks[0], marks[1]), "run": cpu_between(marks[0], marks[2])}
+    return result
+
+
+def _judge(
+    cfg: ExperimentConfig, runner: ScenarioRunner, result: RunResult, out: Path
+) -> ScenarioOutcome:
+    """The scenario's verdict and report; an aborted run gets a report saying why."""
+    extra = {
+        "drained": result.drained,
+        "problems": result.problems,
+        **result.load_figures(),
+        "clients": [{k: v for k, v in c.items() if k != "samples"} for c in result.clients],
+    }
+    if not result.problems:
+        try:
+            judge = runner.judge
+            return within("judging", cfg.collect_timeout, judge, result.collectors, out, extra)
+        except Exception as exc:
+            result.problems.append(_problem(exc))
+    reason = f"aborted: {'; '.join(result.problems)}"
+    s = runner.scenario
+    write_aborted_report(out, s, runner.names, runner.steps, reason, runner.ran, extra)
+    return ScenarioOutcome(s.name, False, reason, out, [])
+
+
+def _problem(exc: Exception) -> str:
+    """A failed phase, in the words the summary shows."""
+    return str(exc) if isinstance(exc, PhaseOverrun) else f"{type(exc).__name__}: {exc}"
+
+
+def _teardown(
+    cfg: ExperimentConfig, backend: Backend, before: set[int], problems: list[str]
+) -> None:
+    """Stop the backend within `stop_timeout`; past it, kill the run's processes by pid."""
+    try:
+        within("stop", cfg.stop_timeout, backend.stop)
+    except PhaseOverrun as exc:
+        killed = kill_new_descendants(before)
+        problems.append(f"{exc}; killed {len(killed)} process(es) of the run")
+        log.error("%s", problems[-1])
+        exc.thread.join(min(KILL_WAIT, cfg.stop_timeout))  # its cleanup, now unblocked
+    except Exception as exc:
+        problems.append(f"stop failed: {exc!r}")
+        log.error("%s", problems[-1])
+
+
+class PhaseOverrun(Exception):
+    """A phase of the flow was still running at its deadline (it is left behind)."""
+
+    def __init__(self, what: str, timeout: float, thread: threading.Thread) -> None:
+        super().__init__(f"{what} still running after {timeout:g} s")
+        self.thread = thread
+
+
+def within(what: str, timeout: float, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` on a thread of its own, waited for at most `timeout` s.
+
+    The flow's phases call a backend synchronously and some of its calls wait on peers:
+    the thread lets the flow move on (to teardown) when a call does not come back."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # re-raised in the flow's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"flow-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise PhaseOverrun(what, timeout, thread)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _load(
@@ -212,21 +348,17 @@ def _load(
     start = time.monotonic()
     if runner is not None:
         runner.begin()
-    observer.load_started(cfg.duration)
     clients: list[dict[str, Any]] | None = None
-    try:
-        while True:
-            upcoming = runner.run_due() if runner is not None else None
-            if clients is not None and upcoming is None:
-                return clients
-            wait = TICK if upcoming is None else min(TICK, upcoming)
+    while True:
+        upcoming = runner.run_due() if runner is not None else None
+        if clients is not None and upcoming is None:
+            return clients
+        wait = TICK if upcoming is None else min(TICK, upcoming)
+        if clients is None:
+            clients = backend.wait_load(wait)
             if clients is None:
-                clients = backend.wait_load(wait)
-                if clients is None:
-                    # Scenario runs skip the live totals: a late answer would delay a step.
-                    live = backend.progress() if runner is None else None
-                    observer.load_tick(time.monotonic() - start, live)
-            else:
-                time.sleep(wait)  # the clients are done; the plan's last step is due then
-    finally:
-        observer.load_done()
+                # Scenario runs skip the live totals: a late answer would delay a step.
+                live = backend.progress() if runner is None else None
+                observer.load_tick(time.monotonic() - start, live)
+        else:
+            time.sleep(wait)  # the clients are done; the plan's last step is due then

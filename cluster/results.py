@@ -6,6 +6,11 @@ per sample transaction: from the client's send to its batch reaching quorum at i
 worker. `local` and `run` write the same keys: placement fields are None on the local
 backend, and `scenario` is None outside a scenario. The report printed and the JSON
 written under results/<timestamp>/ are made from the same dict, so they cannot disagree.
+
+Every summary states the CPU the load used (`cpu`, see cluster/cpu.py) and whether the
+run was *saturated*: the clients missed their rate, the committee delivered under 0.9 of
+what they offered, or the machine was >= 90 % busy. A saturated run measured the
+testbed (or the box), not the protocol, and its report says so first.
 """
 
 from __future__ import annotations
@@ -19,11 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from faults.agreement import check_digest_agreement
+from faults.report import saturation_banner
 from faults.runner import ScenarioOutcome
 from faults.series import percentile
 from worker.keys import short_name
 
 SUMMARY_FILE = "summary.json"
+#: at or above this share of all cores over the load, the machine was the limit
+SATURATED_CPU_SHARE = 0.9
+#: delivered under this fraction of the offered rate: the committee fell behind
+MIN_DELIVERED = 0.9
 REPORT_FILE = "report.txt"
 
 
@@ -43,19 +53,46 @@ class RunResult:
     drained_at: float = 0.0
     placement_note: str | None = None
     scenario: ScenarioOutcome | None = None
+    #: `cluster.cpu.cpu_between` over the load ("load") and the load plus the drain ("run")
+    cpu: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: what went wrong in the flow (a phase over its deadline, a backend error): run failed
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """The scenario's verdict if there was one, else the collectors' agreement."""
+        """The scenario's verdict if there was one, else the collectors' agreement; and
+        the flow ran through, drained (unless no quorum was possible at all)."""
+        if self.problems or not (self.drained or not quorum_possible(self.config)):
+            return False
         if self.scenario is not None:
             return self.scenario.ok
         return bool(self.summary()["digest_agreement"]["ok"])
 
+    def load_figures(self, figures: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The CPU the run used and whether it was saturated (also in scenario reports);
+        `figures`: this run's `throughput`, if already computed."""
+        figures = figures or throughput(self.workers, self.clients)
+        load = self.cpu.get("load", {})
+        reasons = saturation(
+            missed_bursts=figures["missed_bursts"],
+            delivered=figures["tps"],
+            offered=sum(c["rate"] for c in self.clients),
+            machine_share=load.get("machine_share"),
+            judge_delivery=self.scenario is None and quorum_possible(self.config),
+        )
+        return {"cpu": self.cpu, "saturated": bool(reasons), "saturation": reasons}
+
     def summary(self) -> dict[str, Any]:
+        figures = throughput(self.workers, self.clients)
         return {
             **self.config,
             "backend": self.backend,
-            **throughput(self.workers, self.clients),
+            **figures,
+            **self.load_figures(figures),
+            "problems": self.problems,
+            "worker_to_worker_requests": sum(
+                w.get("persisted", {}).get("peer", 0) for w in self.workers
+            ),
             "drained": self.drained,
             "drained_at": self.drained_at,
             "digest_agreement": check_digest_agreement(self.workers, self.collectors),
@@ -65,6 +102,51 @@ class RunResult:
             "clients": len(self.clients),
             "scenario": self.scenario.to_json() if self.scenario else None,
         }
+
+
+def quorum_possible(config: Mapping[str, Any]) -> bool:
+    """Whether the authorities that boot can form a quorum (2f+1 of N, equal stake)."""
+    n = config.get("authorities", 1)
+    return n - config.get("faults", 0) >= 2 * n // 3 + 1
+
+
+def saturation(
+    *,
+    missed_bursts: int,
+    delivered: float,
+    offered: float,
+    machine_share: float | None,
+    judge_delivery: bool = True,
+) -> list[str]:
+    """Why a run's figures measure the testbed rather than the protocol (empty: they don't).
+
+    `delivered` and `offered` in tx/s. `judge_delivery` is off where the run's own faults
+    may lower delivery by design (a scenario, or more than f authorities down)."""
+    reasons = []
+    if missed_bursts > 0:
+        reasons.append(f"clients missed their rate ({missed_bursts:,} late burst(s))")
+    if judge_delivery and offered > 0 and delivered < MIN_DELIVERED * offered:
+        reasons.append(
+            f"delivered {delivered:,.0f} of {offered:,.0f} tx/s offered "
+            f"({delivered / offered:.2f} < {MIN_DELIVERED})"
+        )
+    if machine_share is not None and machine_share >= SATURATED_CPU_SHARE:
+        reasons.append(f"machine CPU {machine_share:.0%} busy over the load")
+    return reasons
+
+
+def cpu_line(cpu: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line on the CPU over the load: the machine's share and the run's own seconds."""
+    load = cpu.get("load") or {}
+    if not load or load.get("machine_share") is None:
+        return " CPU over the load: not measured"
+    own = ""
+    if load.get("run_cpu_s") is not None:
+        own = (
+            f"; this run's processes {load['run_cpu_s']:,.1f} CPU-s "
+            f"({load['run_share']:.0%} of {load['cores']} cores, {load['processes']} processes)"
+        )
+    return f" CPU over the load: machine {load['machine_share']:.0%} of {load['cores']} cores{own}"
 
 
 def sample_latencies(
@@ -96,6 +178,7 @@ def throughput(
             samples = {int(k): v for k, v in client["samples"].items()}
             latencies += sample_latencies(w["records"], samples)
     return {
+        "bytes_quorum": size,
         "tps": round(txs / window, 1) if window > 0 else 0.0,
         "bps": round(size / window, 1) if window > 0 else 0.0,
         "latency_p50_s": round(percentile(latencies, 50), 4),
@@ -147,7 +230,10 @@ def format_report(summary: Mapping[str, Any]) -> str:
     """The original benchmark's report, then per-authority batches and the clients."""
     s = summary
     rule = "-----------------------------------------"
+    banner = [saturation_banner(s["saturation"])] if s["saturated"] else []
+    banner += [f"PROBLEM: {p}" for p in s["problems"]]
     lines = [
+        *banner,
         rule,
         " SUMMARY:",
         rule,
@@ -170,6 +256,8 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f" Quorum latency p50: {round(s['latency_p50_s'] * 1000):,} ms",
         f" Quorum latency p99: {round(s['latency_p99_s'] * 1000):,} ms",
         f" Batches reaching quorum: {s['batches_quorum']:,}",
+        cpu_line(s["cpu"]),
+        f" Drained: {'yes' if s['drained'] else 'NO (batches still in flight at the end)'}",
         "",
         " + PER AUTHORITY (batches sealed / acked by quorum / stored):",
     ]
@@ -186,6 +274,7 @@ def format_report(summary: Mapping[str, Any]) -> str:
     if s["placement_note"]:
         lines.append(f" Note: {s['placement_note']}")
     lines.append(rule)
+    lines += banner
     return "\n".join(lines)
 
 

@@ -2,13 +2,15 @@
 
 Pure functions over the evidence the driver collects (honest workers' LevelDB stores,
 their quorum records, the primaries' collected digests, the plan that ran). Each
-check returns pass/fail with the evidence behind it.
+check returns pass/fail with the evidence behind it, and how many items it examined:
+a check that examined nothing fails (it could not have failed otherwise), unless the
+scenario says it expects that (`allow_empty`).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +65,10 @@ class CheckResult:
     ok: bool
     evidence: str
     examples: list[str] = field(default_factory=list)
+    #: how many items (batches, acks, windows) the check looked at
+    examined: int = -1  # -1: not counted
+    #: failed only because it examined nothing (never a safety violation found)
+    vacuous: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,12 +76,21 @@ class CheckResult:
             "ok": self.ok,
             "evidence": self.evidence,
             "examples": self.examples[:10],
+            "examined": self.examined,
         }
 
 
-def _judged(name: str, bad: list[str], passed: str, failed: str) -> CheckResult:
+def _judged(name: str, bad: list[str], passed: str, failed: str, examined: int) -> CheckResult:
     """A check passes when it found nothing bad; its evidence says which way it went."""
-    return CheckResult(name, not bad, failed if bad else passed, bad)
+    return CheckResult(name, not bad, failed if bad else passed, bad, examined)
+
+
+def _nonvacuous(result: CheckResult, allow_empty: Collection[str]) -> CheckResult:
+    """A check with nothing to examine fails, unless the scenario expects exactly that."""
+    if result.examined != 0 or result.name in allow_empty or not result.ok:
+        return result
+    evidence = f"examined nothing ({result.evidence}); the scenario does not expect that"
+    return CheckResult(result.name, False, evidence, [], 0, vacuous=True)
 
 
 def _honest_records(ev: Evidence) -> Iterable[tuple[WorkerEvidence, dict[str, Any]]]:
@@ -97,6 +112,7 @@ def check_quorum_stake(ev: Evidence) -> CheckResult:
         bad,
         f"{n} batches honest workers reported at quorum; each acked by >= {ev.quorum} stake",
         f"{len(bad)} of {n} batches reported at quorum below {ev.quorum} stake",
+        n,
     )
 
 
@@ -119,6 +135,7 @@ def check_stored_at_validity(ev: Evidence) -> CheckResult:
         not bad,
         f"{n} quorum batches; least honest stake storing one: {least} (needs {ev.validity})",
         bad,
+        n,
     )
 
 
@@ -137,10 +154,12 @@ def check_no_outsiders(ev: Evidence) -> CheckResult:
         bad,
         f"{total} stored batches at honest workers, all sent by committee workers",
         f"{len(bad)} stored batches no committee worker sent",
+        total,
     )
 
 
 def check_content(ev: Evidence) -> CheckResult:
+    total = sum(len(w.stored) for w in ev.workers if ev.honest(w.authority))
     bad = [
         f"{d[:16]} at {w.authority[:8]}"
         for w in ev.workers
@@ -153,6 +172,7 @@ def check_content(ev: Evidence) -> CheckResult:
         bad,
         "every stored batch hashes to its key",
         f"{len(bad)} stored batches do not hash to their key",
+        total,
     )
 
 
@@ -174,6 +194,75 @@ def check_durable_acks(ev: Evidence) -> CheckResult:
         bad,
         f"{n} acked batches at honest workers ({len(restarted)} restarted) all still stored",
         f"{len(bad)} acked batches missing from their store",
+        n,
+    )
+
+
+def _honest_acks(ev: Evidence) -> Iterable[tuple[WorkerEvidence, str, str]]:
+    """(author, digest, acker) for every ack of an honest peer an honest record counted."""
+    for w, r in _honest_records(ev):
+        for acker in sorted(set(r["acked_by"])):
+            if acker != w.authority and ev.honest(acker):
+                yield w, r["digest"], acker
+
+
+def check_acks_from_holders(ev: Evidence) -> CheckResult:
+    """`quorum_acks` trusts the author's acked-by list; this asks each honest acker (that
+    is up at the end): an ack counted from a peer that never stored the batch, nor
+    reported it, is a false ack."""
+    stored: dict[tuple[str, int], set[str]] = {}
+    for w in ev.workers:
+        stored.setdefault((w.authority, w.worker_id), set()).update(w.stored)
+    bad, n, down = [], 0, _down_at_end(ev)  # a worker down at the end has no store to read
+    for w, digest, acker in _honest_acks(ev):
+        if acker in down:
+            continue
+        n += 1
+        held = digest in stored.get((acker, w.worker_id), set())
+        if not held and digest not in ev.reported_others.get(acker, set()):
+            bad.append(f"{digest[:16]} acked by {acker[:8]}, which neither stores nor reported it")
+    return _judged(
+        "acks_from_holders",
+        bad,
+        f"{n} acks of honest peers counted at quorum; each acker holds the batch",
+        f"{len(bad)} of {n} acks counted from honest peers that never held the batch",
+        _record_count(ev),
+    )
+
+
+def _record_count(ev: Evidence) -> int:
+    """Ack checks examine the honest quorum records (a record may hold no honest ack)."""
+    return sum(1 for _ in _honest_records(ev))
+
+
+def _down_at_end(ev: Evidence) -> set[str]:
+    down: set[int] = set()
+    for step in ev.steps:
+        if step.op == "crash":
+            down |= set(step.targets)
+        elif step.op == "restart":
+            down -= set(step.targets)
+    return {ev.names[i] for i in down}
+
+
+def check_acks_reported(ev: Evidence) -> CheckResult:
+    """An ack means stored and reported: every ack of an honest peer counted at quorum
+    reached that peer's primary as OthersBatch (a worker still down at the end could not
+    deliver what it owed, and is left out)."""
+    down = _down_at_end(ev)
+    bad, n = [], 0
+    for _, digest, acker in _honest_acks(ev):
+        if acker in down:
+            continue
+        n += 1
+        if digest not in ev.reported_others.get(acker, set()):
+            bad.append(f"{digest[:16]} acked by {acker[:8]}, never reported to its primary")
+    return _judged(
+        "acked_batches_reported",
+        bad,
+        f"{n} acks of honest peers counted at quorum; all reported ({len(down)} down at the end)",
+        f"{len(bad)} of {n} acks never reported by the acker's primary",
+        _record_count(ev),
     )
 
 
@@ -230,6 +319,11 @@ def _state_during(points: list[tuple[float, bool]], a: float, b: float) -> set[b
     return {before[-1] if before else True} | {p for t, p in points if a < t < b}
 
 
+def _first_after(times: list[float], start: float, limit: float) -> float:
+    """The first quorum time in [start, limit], or `limit` if there is none."""
+    return next((t for t in times if start <= t <= limit), limit)
+
+
 def check_liveness(ev: Evidence, expect: Expectations) -> CheckResult:
     times = sorted(r["quorum_at"] - ev.load_start for _, r in _honest_records(ev))
     points = quorum_possible_timeline(ev)
@@ -252,8 +346,13 @@ def check_liveness(ev: Evidence, expect: Expectations) -> CheckResult:
         for h in heal_times
         if not any(h <= t <= h + expect.resume_within for t in times)
     ]
+    # After a heal, links come back at their own pace (a kernel partition leaves TCP's
+    # retransmission timer backed off): windows before the first quorum that follows it,
+    # within `resume_within`, are judged by the resume check, not as empty while possible.
+    grace = [(h, _first_after(times, h, h + expect.resume_within)) for h in heal_times]
+    excused = {f"[{a:.0f}s,{b:.0f}s)" for a, b in windows for h, end in grace if h <= a < end}
     if expect.liveness == "any":
-        return CheckResult("liveness", True, f"not checked; {len(times)} quorum batches")
+        return CheckResult("liveness", True, f"{len(times)} quorum batches", [], len(times))
     if expect.liveness == "continuous":
         ok = not empty_live and not stalled
         msg = (
@@ -262,7 +361,8 @@ def check_liveness(ev: Evidence, expect: Expectations) -> CheckResult:
             else f"{len(empty_live)} windows without quorum while it was possible"
             + (f"; quorum was impossible in {len(stalled)} windows" if stalled else "")
         )
-        return CheckResult("liveness", ok, msg, empty_live)
+        return CheckResult("liveness", ok, msg, empty_live, len(windows))
+    empty_live = [e for e in empty_live if e not in excused]
     ok = bool(stalled) and not leaks and not late and not empty_live
     msg = (
         f"no quorum in {len(stalled)} windows with > f unavailable; resumed within "
@@ -271,31 +371,46 @@ def check_liveness(ev: Evidence, expect: Expectations) -> CheckResult:
         else f"stall windows: {len(stalled)}, with quorum anyway: {len(leaks)}, heals not "
         f"followed by quorum: {len(late)}, empty windows while possible: {len(empty_live)}"
     )
-    return CheckResult("liveness", ok, msg, leaks + late + empty_live)
+    return CheckResult("liveness", ok, msg, leaks + late + empty_live, len(windows))
 
 
-def check_all(ev: Evidence, expect: Expectations) -> list[CheckResult]:
-    return [
+def check_all(
+    ev: Evidence, expect: Expectations, allow_empty: Collection[str] = ()
+) -> list[CheckResult]:
+    """Every check; `allow_empty` names the checks the scenario expects to find nothing
+    to examine (any other that examined nothing fails)."""
+    results = [
         check_quorum_stake(ev),
+        check_acks_from_holders(ev),
+        check_acks_reported(ev),
         check_stored_at_validity(ev),
         check_no_outsiders(ev),
         check_content(ev),
         check_durable_acks(ev),
         check_liveness(ev, expect),
     ]
+    return [_nonvacuous(r, allow_empty) for r in results]
 
 
 def verdict(results: list[CheckResult], expect: Expectations) -> tuple[bool, str]:
-    """Pass when every check passes, or (negative controls) a safety check fails as expected."""
+    """Pass when every check passes, or (negative controls) a safety check fails as expected.
+    A check that failed for examining nothing never counts as the expected violation."""
     safety = [r for r in results if r.name != "liveness"]
     liveness_ok = all(r.ok for r in results if r.name == "liveness")
+    vacuous = [r.name for r in results if r.vacuous]
     if expect.violation:
-        found = [r.name for r in safety if not r.ok]
-        ok = bool(found) and liveness_ok
+        found = [r.name for r in safety if not r.ok and not r.vacuous]
+        ok = bool(found) and liveness_ok and not vacuous
+        if vacuous:
+            return False, f"examined nothing: {', '.join(vacuous)}"
         return ok, (
             f"expected violation found: {', '.join(found)}"
             if found
             else "expected a safety violation, found none"
         )
-    failed = [r.name for r in results if not r.ok]
+    failed = [r.name for r in results if not r.ok and not r.vacuous]
+    if vacuous:
+        return False, f"examined nothing: {', '.join(vacuous)}" + (
+            f"; failed: {', '.join(failed)}" if failed else ""
+        )
     return not failed, "all checks passed" if not failed else f"failed: {', '.join(failed)}"

@@ -41,6 +41,8 @@ class Step:
     settings: dict[int, FaultSettings] = field(default_factory=dict)
     #: for "impersonate": the index of the authority being impersonated
     as_authority: int | None = None
+    #: for "crash": the whole lab machine goes down, not only the workers
+    machine: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +52,7 @@ class Step:
             "label": self.label,
             "settings": {str(i): s.model_dump(mode="json") for i, s in self.settings.items()},
             "as_authority": self.as_authority,
+            "machine": self.machine,
         }
 
 
@@ -130,7 +133,8 @@ def _crash_recovery(action: CrashRecovery, pool: tuple[int, ...], resolve: _Reso
         groups = [order[i : i + third] for i in range(0, down_max, third)][:3]
         for k, group in enumerate(groups):
             at = start + k * action.period / 4
-            steps.append(Step(at, "crash", tuple(sorted(group)), f"cycle {cycle}: crash"))
+            label = f"cycle {cycle}: {'machine crash' if action.machine else 'crash'}"
+            steps.append(Step(at, "crash", tuple(sorted(group)), label, machine=action.machine))
         steps.append(
             Step(
                 start + 3 * action.period / 4,
@@ -164,7 +168,8 @@ def resolve(scenario: Scenario, names: list[str]) -> list[Step]:
             pick.refs[action.id] = targets
         match action:
             case Crash():
-                steps.append(Step(action.at, "crash", targets, "crash"))
+                label = "machine crash" if action.machine else "crash"
+                steps.append(Step(action.at, "crash", targets, label, machine=action.machine))
             case Restart():
                 steps.append(Step(action.at, "restart", targets, "restart"))
             case CrashRecovery():
@@ -220,3 +225,22 @@ class PlanRunner:
 
     def next_at(self) -> float | None:
         return self._steps[self._next].at if self._next < len(self._steps) else None
+
+
+def split_network(settings: FaultSettings) -> tuple[FaultSettings, FaultSettings]:
+    """(what the transport emulates, what the kernel does) for `network: kernel`.
+
+    The kernel takes partitions (`blocked`), loss and bandwidth caps; delay and jitter stay
+    in the transport (the lab's kernel has no netem), and so do Byzantine behaviours.
+    """
+    emulated: dict[str, LinkFault] = {}
+    kernel: dict[str, LinkFault] = {}
+    for peer, link in settings.links.items():
+        if link.delay or link.jitter:
+            emulated[peer] = LinkFault(delay=link.delay, jitter=link.jitter)
+        if link.loss or link.bandwidth:
+            kernel[peer] = LinkFault(loss=link.loss, bandwidth=link.bandwidth)
+    return (
+        FaultSettings(links=emulated, byzantine=settings.byzantine),
+        FaultSettings(blocked=settings.blocked, links=kernel),
+    )

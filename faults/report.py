@@ -3,7 +3,9 @@
 Written under `results/<timestamp>-<scenario>/`: `scenario.yaml` (as run, with its
 seed), `plan.json` (resolved targets and fault settings), `timeline.txt`,
 `series.csv`, `verdict.json`, `throughput.png` and `latency.png` with the fault
-windows shaded.
+windows shaded. A saturated run (`extra["saturated"]`, from the experiment flow) says so
+first in the timeline and in the plots' titles; a run the flow had to abort gets the
+plan, the steps that ran and a failing verdict naming why (`write_aborted_report`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,58 @@ from faults.checker import CheckResult
 from faults.plan import Step
 from faults.scenario import Scenario
 from faults.series import per_second
+
+
+def saturation_banner(reasons: list[str]) -> str:
+    """The line that keeps a saturated figure from passing for a protocol measurement."""
+    return f"SATURATED: {'; '.join(reasons)} — this figure measures the testbed, not the protocol"
+
+
+def _banner(extra: Mapping[str, Any] | None) -> list[str]:
+    extra = extra or {}
+    return [saturation_banner(extra.get("saturation", []))] if extra.get("saturated") else []
+
+
+def _write_plan(out: Path, scenario: Scenario, names: list[str], steps: list[Step]) -> list[str]:
+    """scenario.yaml and plan.json; returns the timeline's lines."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scenario.yaml").write_text(yaml.safe_dump(scenario.model_dump(mode="json")))
+    plan = {
+        "seed": scenario.seed,
+        "authorities": {i: n for i, n in enumerate(names)},
+        "steps": [s.to_json() for s in steps],
+    }
+    (out / "plan.json").write_text(json.dumps(plan, indent=2))
+    return [f"{s.at:7.2f}s  {s.op:<11} {list(s.targets)}  {s.label}" for s in steps]
+
+
+def _write_verdict(
+    out: Path,
+    scenario: Scenario,
+    ok: bool,
+    why: str,
+    checks: list[dict[str, Any]],
+    extra: Mapping[str, Any] | None,
+) -> None:
+    verdict = {"scenario": scenario.name, "pass": ok, "verdict": why, "checks": checks}
+    (out / "verdict.json").write_text(json.dumps({**verdict, **(extra or {})}, indent=2))
+
+
+def write_aborted_report(
+    out: Path,
+    scenario: Scenario,
+    names: list[str],
+    steps: list[Step],
+    reason: str,
+    ran: list[dict[str, Any]],
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """The report of a run that could not be judged: plan, timeline, a failing verdict."""
+    plan = _write_plan(out, scenario, names, steps)
+    lines = [*_banner(extra), f"RUN ABORTED: {reason}", *plan]
+    (out / "timeline.txt").write_text("\n".join(lines) + "\n")
+    _write_verdict(out, scenario, False, reason, [], {"ran": ran, **(extra or {})})
+    return out
 
 
 def fault_windows(
@@ -102,15 +156,7 @@ def write_report(
     verdict: tuple[bool, str],
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scenario.yaml").write_text(yaml.safe_dump(scenario.model_dump(mode="json")))
-    plan = {
-        "seed": scenario.seed,
-        "authorities": {i: n for i, n in enumerate(names)},
-        "steps": [s.to_json() for s in steps],
-    }
-    (out / "plan.json").write_text(json.dumps(plan, indent=2))
-    lines = [f"{s.at:7.2f}s  {s.op:<11} {list(s.targets)}  {s.label}" for s in steps]
+    lines = _banner(extra) + _write_plan(out, scenario, names, steps)
     (out / "timeline.txt").write_text("\n".join(lines) + "\n")
     series = per_second(honest_records, load_start, scenario.duration)
     with (out / "series.csv").open("w", newline="") as f:
@@ -118,20 +164,11 @@ def write_report(
         writer.writeheader()
         writer.writerows(series)
     ok, why = verdict
-    (out / "verdict.json").write_text(
-        json.dumps(
-            {
-                "scenario": scenario.name,
-                "pass": ok,
-                "verdict": why,
-                "checks": [r.to_json() for r in results],
-                **(extra or {}),
-            },
-            indent=2,
-        )
-    )
+    _write_verdict(out, scenario, ok, why, [r.to_json() for r in results], extra)
     windows = fault_windows(steps, names, scenario.duration)
     title = f"{scenario.name}: {'PASS' if ok else 'FAIL'}"
+    if (extra or {}).get("saturated"):
+        title += " (SATURATED: measures the testbed, not the protocol)"
     _plot(
         out / "throughput.png", series, [("tps", "tx/s at quorum (honest)")], "tx/s", windows, title
     )

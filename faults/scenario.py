@@ -4,6 +4,10 @@ Validated on load with errors naming the bad field. Targets are explicit (author
 indices, in committee order = sorted by name) or a spec resolved from the seed:
 `one`, `f`, `f+1`, `minority` (= f), `majority` (= N - f, a quorum-sized set), `all`,
 `random K`, or `ref NAME` (the targets an earlier action with `id: NAME` resolved to).
+
+`network: kernel` carries partitions, loss and bandwidth caps out as real packet drops and
+rate limits on a lab (cluster/lab) instead of in the worker's transport; a crash with
+`machine: true` kills the whole lab machine of the authority. Both need a lab.
 """
 
 from __future__ import annotations
@@ -66,7 +70,10 @@ class _Action(_Strict):
 
 
 class Crash(_Action):
+    """Kill the targets' workers; with `machine`, every process of their lab machines."""
+
     action: Literal["crash"]
+    machine: bool = False
 
 
 class Restart(_Action):
@@ -78,6 +85,7 @@ class CrashRecovery(_Action):
     then reboot all; repeat every `period` seconds until `until`."""
 
     action: Literal["crash_recovery"]
+    machine: bool = False
     targets: TargetSpec = "all"
     period: float = Field(default=10, gt=0)
     max_down: TargetSpec = "f"
@@ -162,6 +170,9 @@ class Expectations(_Strict):
     resume_within: float = Field(default=15.0, gt=0, description="seconds after heal")
     #: the checker is expected to find a safety violation (negative-control scenarios)
     violation: bool = False
+    #: checks expected to find nothing to examine (any other check that examines nothing
+    #: fails, so an empty or too-short run can never pass vacuously)
+    allow_empty: tuple[str, ...] = ()
 
 
 class Scenario(_Strict):
@@ -170,6 +181,9 @@ class Scenario(_Strict):
     seed: int = 0
     duration: float = Field(default=30, gt=0)
     transport: Literal["tcp", "libp2p"] | None = None
+    #: where partitions, loss and bandwidth caps happen: the worker's transport, or the
+    #: kernel of a lab (nftables drops, tbf); delay and jitter stay in the transport
+    network: Literal["emulated", "kernel"] = "emulated"
     committee: CommitteeShape = CommitteeShape()
     load: Load = Load()
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -190,6 +204,15 @@ class Scenario(_Strict):
             if action.id:
                 ids.add(action.id)
         return self
+
+
+def needs_lab(scenario: Scenario) -> str | None:
+    """Why the scenario can only run on a lab (kernel network, machine crashes), or None."""
+    if scenario.network == "kernel":
+        return "network: kernel"
+    if any(isinstance(a, Crash | CrashRecovery) and a.machine for a in scenario.schedule):
+        return "a crash with machine: true"
+    return None
 
 
 def _specs(action: Any) -> list[TargetSpec]:

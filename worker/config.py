@@ -192,6 +192,17 @@ class Parameters(_Strict):
     channel_capacity: int = Field(default=1_000, ge=1)
     sync_writes: bool = True
     transport: TransportName = "libp2p"
+    # limits and deadlines against stalling and exhaustion (docs/guarantees.md)
+    write_timeout: int = Field(default=5_000, ge=1)
+    frame_timeout: int = Field(default=10_000, ge=1)
+    idle_timeout: int = Field(default=120_000, ge=0)  # 0: never
+    max_client_connections: int = Field(default=64, ge=1)
+    max_handshaking_connections: int = Field(default=16, ge=1)
+    max_connections_per_peer: int = Field(default=2, ge=1)
+    max_inflight_per_peer: int = Field(default=32, ge=1)
+    max_queued_requests: int = Field(default=64, ge=1)
+    max_metrics_connections: int = Field(default=8, ge=1)
+    min_transaction_size: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _coherent(self) -> Parameters:
@@ -201,7 +212,15 @@ class Parameters(_Strict):
             raise ValueError(
                 "max_message_size must exceed batch_size + max_transaction_size (+1 KiB framing)"
             )
+        if self.min_transaction_size > self.max_transaction_size:
+            raise ValueError("min_transaction_size must be <= max_transaction_size")
         return self
+
+    @property
+    def max_batch_transactions(self) -> int:
+        """The most transactions a batch can hold: it seals once `batch_size` is reached,
+        so at most `batch_size // min_transaction_size` smaller ones plus the last."""
+        return self.batch_size // self.min_transaction_size + 1
 
 
 def _describe(exc: ValidationError, what: str, path: str | Path) -> str:

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
@@ -29,6 +29,7 @@ from worker.config import Committee, Parameters
 from worker.core.batch_maker import SealedBatch
 from worker.core.faults import Byzantine, FaultSettings, LinkPlan
 from worker.core.records import QuorumRecord, Records
+from worker.dispatch import dispatch
 from worker.intake import TransactionIntake
 from worker.keys import KeyPair, short_name
 from worker.misbehaviour import Misbehaviour
@@ -36,11 +37,8 @@ from worker.primary_connector import PrimaryConnector
 from worker.processor import Processor
 from worker.store import BatchStore
 from worker.transport.base import (
-    RequestFailed,
     RequestReceived,
-    ResponseReceived,
     Transport,
-    TransportEvent,
 )
 from worker.transport.factory import libp2p_key_dir, make_transport
 from worker.transport.faulty import FaultyTransport
@@ -48,27 +46,6 @@ from worker.wire import messages as wire
 from worker.wire.reports import Report
 
 __all__ = ["Worker", "dispatch", "libp2p_key_dir", "make_transport"]
-
-
-class AckHandler(Protocol):
-    def on_response(self, event: ResponseReceived) -> None: ...
-    def on_failure(self, event: RequestFailed) -> None: ...
-
-
-async def dispatch(
-    events: trio.MemoryReceiveChannel[TransportEvent],
-    broadcaster: AckHandler,
-    to_processor: trio.MemorySendChannel[RequestReceived],
-) -> None:
-    """Inbound transport events to the stage that owns them."""
-    async for event in events:
-        match event:
-            case ResponseReceived():  # an answer to one of our batches
-                broadcaster.on_response(event)
-            case RequestFailed():  # one of our batches did not get through
-                broadcaster.on_failure(event)
-            case RequestReceived():  # a peer's batch
-                await to_processor.send(event)
 
 
 def _stake_buckets(committee: Committee) -> list[float]:
@@ -90,15 +67,19 @@ class Worker:
         transport: Transport | None = None,
         metrics_address: tuple[str, int] | None = None,
         keypair: KeyPair | None = None,
+        store_factory: Callable[[Path, bool], BatchStore] = BatchStore,
     ) -> None:
         """`metrics_address`: serve Prometheus metrics there (port 0: any free port).
-        `keypair`: the authority's keys (the libp2p handshake signs with them)."""
+        `keypair`: the authority's keys (the libp2p handshake and the primary link sign
+        with them). `store_factory(path, sync)`: opens the batch store (tests inject
+        one that blocks, to watch the persist-then-ack ordering)."""
         if name not in committee.authorities:
             raise ValueError(f"authority {name} is not in the committee")
         self.committee, self.name, self.worker_id, self.params = committee, name, worker_id, params
         self.addresses = committee.worker(name, worker_id)
         self.store_dir = Path(store_dir)
         self._keypair = keypair
+        self._store_factory = store_factory
         self.link_plan = LinkPlan()
         self._network = transport or make_transport(
             committee, name, worker_id, params, keypair, libp2p_key_dir(self.store_dir)
@@ -119,7 +100,13 @@ class Worker:
             )
         )
         self._metrics_server = (
-            MetricsServer(self.metrics.registry, *metrics_address) if metrics_address else None
+            MetricsServer(
+                self.metrics.registry,
+                *metrics_address,
+                max_connections=params.max_metrics_connections,
+            )
+            if metrics_address
+            else None
         )
         self._address: str | None = None
         self.store: BatchStore | None = None
@@ -136,14 +123,14 @@ class Worker:
         self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         p, m, changes = self.params, self.metrics, self.changes
-        self.store = store = BatchStore(self.store_dir, sync=p.sync_writes)
+        self.store = store = self._store_factory(self.store_dir, p.sync_writes)
         request_ids = itertools.count(time.time_ns())
         backlog = Backlog()
         behaviour = self._behaviour
         # Intake: clients' transactions, one chunk per socket read.
         to_batch_maker, from_intake = trio.open_memory_channel[list[bytes]](0)
         tx_host, tx_port = self.addresses.transactions_hostport
-        intake = TransactionIntake(tx_host, tx_port, p.max_transaction_size, to_batch_maker)
+        intake = TransactionIntake(tx_host, tx_port, p.max_transaction_size, to_batch_maker, p)
         # Batch maker: chunks into sealed batches, by size or on the batch timer.
         to_broadcaster, from_batch_maker = trio.open_memory_channel[SealedBatch](2)
         batch_maker = BatchMakerTask(
@@ -183,10 +170,20 @@ class Worker:
             changes,
             backlog,
             self.records,
+            max_transactions=p.max_batch_transactions,
+            min_transaction_size=p.min_transaction_size,
         )
         # Primary connector: the processor's reports to this authority's primary.
         primary_host, primary_port = self.committee.authorities[self.name].primary.hostport
-        connector = PrimaryConnector(primary_host, primary_port, from_processor, changes)
+        connector = PrimaryConnector(
+            primary_host,
+            primary_port,
+            from_processor,
+            changes,
+            keypair=self._keypair,
+            worker_id=self.worker_id,
+            delivered=lambda done: store.reports_delivered((r.kind, r.digest) for r in done),
+        )
         # Misbehaviour: flooding and replay, while the fault settings ask for them.
         misbehaviour = Misbehaviour(
             self.peers,
@@ -212,7 +209,9 @@ class Worker:
         try:
             async with trio.open_nursery() as nursery:
                 self._address = await nursery.start(self.transport.serve)
-                nursery.start_soon(dispatch, self.transport.events, broadcaster, to_processor)
+                nursery.start_soon(
+                    dispatch, self.transport.events, broadcaster, to_processor, processor.rejections
+                )
                 for stage in (connector, processor, misbehaviour, broadcaster, batch_maker):
                     nursery.start_soon(stage.run)
                 await nursery.start(intake.serve)

@@ -25,9 +25,11 @@ from typing import Any
 import trio
 
 from cluster.backends.authority_process import READY, authority_process
+from cluster.backends.digests import merge_digests
 from cluster.committee import make_local_committee
 from cluster.experiment import ExperimentConfig
 from cluster.load_client import run_load_client
+from faults.scenario import ScenarioError
 from metrics.service_discovery import MetricsTarget
 from worker.core.faults import FaultSettings
 from worker.keys import KeyPair, short_name
@@ -114,20 +116,10 @@ class AuthorityProcess:
             p.conn.close()
 
 
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Two collectors' `to_json()` digests as one."""
-    out: dict[str, Any] = {}
-    for kind in ("ours", "others"):
-        ids = set(a.get(kind, {})) | set(b.get(kind, {}))
-        out[kind] = {
-            w: sorted(set(a.get(kind, {}).get(w, [])) | set(b.get(kind, {}).get(w, [])))
-            for w in ids
-        }
-    return out
-
-
 class LocalBackend:
     name = "local"
+    #: local processes share one network namespace: no kernel faults, no machine to crash
+    on_lab = False
 
     def __init__(self) -> None:
         self.procs: dict[int, AuthorityProcess] = {}
@@ -241,7 +233,7 @@ class LocalBackend:
     def crash(self, index: int) -> None:
         proc = self.procs.pop(index)
         digests = proc.call("digests")
-        self._lost[proc.name] = _merge(self._lost.get(proc.name, {}), digests)
+        self._lost[proc.name] = merge_digests(self._lost.get(proc.name, {}), digests)
         proc.kill()
 
     def restart(self, index: int) -> None:
@@ -249,8 +241,14 @@ class LocalBackend:
         proc.infos = proc.answer(READY, CALL_TIMEOUT, "restarting")
         self.discover({index})
 
+    def crash_machine(self, index: int) -> None:
+        raise ScenarioError("lab_required", "a machine crash needs a lab (docs/lab.md)")
+
     def set_faults(self, index: int, settings: FaultSettings) -> None:
         self.procs[index].call("set_faults", settings.model_dump_json())
+
+    def set_network(self, index: int, settings: FaultSettings) -> None:
+        raise ScenarioError("lab_required", "network: kernel needs a lab (docs/lab.md)")
 
     def impersonate(self, index: int, victim: int) -> None:
         proc = self.procs[index]
@@ -278,7 +276,7 @@ class LocalBackend:
         results = [p.answer(r, 30, "collect") for p, r in calls]
         workers = [w for r in results for w in r["workers"]]
         collectors = {
-            r["authority"]: _merge(self._lost.get(r["authority"], {}), r["collector"])
+            r["authority"]: merge_digests(self._lost.get(r["authority"], {}), r["collector"])
             for r in results
         }
         return workers, collectors

@@ -5,28 +5,38 @@ authority per Ray node where there are enough, and starts the actors; the client
 actors next to their workers. A crash is a `ray.kill` of the authority's worker actors
 (its collector, the primary's side, lives on); a restart is fresh actors on the same
 Ray node with the same stores and keys, rediscovered. An embedded Ray is shut down on stop.
+
+On a lab (`lab` or $NARWHAL_LAB: its state dir) the driver joins the lab's Ray through Ray
+Client, and the backend can also fault the network in the kernel and crash whole machines
+(cluster/backends/lab_network.py); a crashed machine's actors come back on its new node.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from cluster.backends.digests import merge_digests
+from cluster.backends.lab_network import LabNetwork, lab_dir
 from cluster.experiment import ExperimentConfig
 from cluster.ray.committee import RayCommittee, WorkerSlot, get_within
 from cluster.ray.connect import connect
 from cluster.ray.load import RayLoad
-from cluster.ray.placement import Placement, alive_nodes, plan_placement
+from cluster.ray.placement import Placement, RayNode, alive_nodes, plan_placement
+from faults.scenario import ScenarioError
 from metrics.service_discovery import MetricsTarget, write_targets
 from worker.core.faults import FaultSettings
 from worker.keys import short_name
 
 log = logging.getLogger(__name__)
 CALL_TIMEOUT = 60.0
+#: how long a restarted lab machine's Ray node may take to join the head
+REJOIN_TIMEOUT = 120.0
 
 
 def metrics_targets(committee: RayCommittee) -> list[MetricsTarget]:
@@ -50,9 +60,21 @@ def _describe(placement: Placement) -> str:
 class RayBackend:
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
-        #: None: an embedded local Ray; "auto" or host:port: join that cluster.
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        lab: str | Path | None = None,
+    ) -> None:
+        state_dir = lab_dir(lab)
+        #: the lab this runs on (kernel faults, machine crashes), or None
+        self.lab = LabNetwork(state_dir) if state_dir is not None else None
+        if address is None and self.lab is not None:
+            address = self.lab.ray_address
+        #: None: an embedded local Ray; "auto", host:port or ray://: join that cluster.
         self.address, self.num_cpus = address, num_cpus
+        self._lost: dict[str, dict[str, Any]] = {}
+        self._machines_down: dict[int, tuple[str, ...]] = {}
         self.committee: RayCommittee | None = None
         self._connected = False
         self._load: RayLoad | None = None
@@ -88,7 +110,16 @@ class RayBackend:
         )
         self.committee.deploy(self.timeout, discover=False)
         note(f"{len(self.committee.live_workers)} worker(s) listening")
+        if self.lab is not None:
+            self._bind_lab(self.lab)
+            note(f"on the lab {self.lab.state.plan.state_dir}: {self.lab.machines}")
         return [a.name for a in self.committee.authorities]
+
+    def _bind_lab(self, lab: LabNetwork) -> None:
+        c = self._c
+        ports = {int(s.addresses["worker_to_worker"].rpartition(":")[2]) for s in c.workers}
+        ips = [{a.node.ip} | {s.node.ip for s in c.workers_of(a.name)} for a in c.authorities]
+        lab.bind([a.name for a in c.authorities], ips, ports)
 
     def discover(self) -> None:
         self._c.discover(self._c.live_workers, self.timeout)
@@ -115,12 +146,56 @@ class RayBackend:
             return None  # a busy worker answers late: skip this tick
 
     # -- scenario steps (faults.runner.ScenarioRun) ----------------------------------------
+    @property
+    def on_lab(self) -> bool:
+        return self.lab is not None
+
+    def _on_lab(self, what: str) -> LabNetwork:
+        if self.lab is None:
+            raise ScenarioError(
+                "lab_required", f"{what} needs a lab: NARWHAL_LAB=STATE_DIR (docs/lab.md)"
+            )
+        return self.lab
+
     def crash(self, index: int) -> None:
         for slot in self._slots(index):
             if slot.actor is not None:
                 self._c.kill_worker(slot.authority, slot.worker_id)
 
+    def crash_machine(self, index: int) -> None:
+        """Every process of the authority's machine(s) killed at once, its collector too: what
+        the collector already received is read first (the primary's records survive)."""
+        lab = self._on_lab("a machine crash")
+        auth = self._c.authorities[index]
+        if auth.collector is not None:
+            digests = get_within(auth.collector.results.remote(), CALL_TIMEOUT, "collector")
+            self._lost[auth.name] = merge_digests(self._lost.get(auth.name, {}), digests["digests"])
+        self._machines_down[index] = lab.crash(index)
+        self._c.lose_authority(auth.name)
+
+    def _rejoin(self, index: int, machines: tuple[str, ...]) -> None:
+        """Boot the machines again, wait for their new Ray nodes, re-home the authority."""
+        lab = self._on_lab("a machine restart")
+        c, name = self._c, self._c.authorities[index].name
+        old = {
+            n.node_id: n for n in [c.authorities[index].node, *(s.node for s in c.workers_of(name))]
+        }
+        for m in machines:
+            lab.restart(m)
+        deadline = time.monotonic() + REJOIN_TIMEOUT
+        moves: dict[str, RayNode] = {}
+        while len(moves) < len(old):
+            fresh = {n.ip: n for n in alive_nodes() if n.node_id not in old}
+            moves = {nid: fresh[n.ip] for nid, n in old.items() if n.ip in fresh}
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{machines}: no new Ray node within {REJOIN_TIMEOUT:g} s")
+            time.sleep(0.5)  # polling Ray's node table: no event to await from the driver
+        c.rehome_authority(name, moves, CALL_TIMEOUT)
+
     def restart(self, index: int) -> None:
+        machines = self._machines_down.pop(index, None)
+        if machines is not None:
+            self._rejoin(index, machines)
         for slot in self._slots(index):
             if slot.actor is None:
                 self._c.restart_worker(slot.authority, slot.worker_id, CALL_TIMEOUT)
@@ -132,6 +207,9 @@ class RayBackend:
             if slot.actor is not None
         ]
         get_within(refs, CALL_TIMEOUT, "applying fault settings")
+
+    def set_network(self, index: int, settings: FaultSettings) -> None:
+        self._on_lab("network: kernel").apply(index, settings)
 
     def impersonate(self, index: int, victim: int) -> None:
         victim_name = self._c.authorities[victim].name
@@ -159,7 +237,12 @@ class RayBackend:
 
     def collect(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
         workers, collectors = self._c.collect(CALL_TIMEOUT)
-        return workers, {name: c["digests"] for name, c in collectors.items()}
+        return workers, {  # a crashed machine's collector: what it had before, and since
+            name: merge_digests(self._lost[name], c["digests"])
+            if name in self._lost
+            else c["digests"]
+            for name, c in collectors.items()
+        }
 
     def placement(self) -> tuple[dict[str, dict[str, Any]], str | None]:
         homes = {
@@ -170,6 +253,8 @@ class RayBackend:
 
     def stop(self) -> None:
         try:
+            if self.lab is not None:
+                self.lab.clear()
             if self._load is not None:
                 self._load.stop()
             if self.committee is not None:

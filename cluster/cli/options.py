@@ -36,6 +36,13 @@ Address = Annotated[
     str | None, typer.Option(help="`run` only: join a Ray cluster ('auto' or host:port).")
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
+Lab = Annotated[
+    Path | None,
+    typer.Option(
+        "--lab",
+        help="State dir of a `narwhal-testbed lab`; needed for scenarios with network: kernel.",
+    ),
+]
 
 #: What a scenario file sets itself: giving one of these with --scenario is an error.
 SET_BY_SCENARIO = {

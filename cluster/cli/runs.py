@@ -4,6 +4,7 @@ the shipped library. Both write results/<timestamp>/ (summary.json and the repor
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from cluster.cli.options import (
     Duration,
     Faults,
     JsonOut,
+    Lab,
     MaxBatchDelay,
     Nodes,
     ParametersFile,
@@ -34,7 +36,7 @@ from cluster.cli.options import (
     Verbose,
     Workers,
 )
-from cluster.experiment import ExperimentConfig
+from cluster.experiment import DEFAULT_RATE, ExperimentConfig
 from faults.scenario import LIBRARY, Scenario, ScenarioError, find_scenario, load_scenario
 
 if TYPE_CHECKING:
@@ -156,6 +158,7 @@ def _conclude(result: RunResult, run_dir: Path, json_out: Path | None) -> None:
     """The report, the digest agreement (or the scenario's verdict), the result files, and a
     failing exit if the run failed."""
     from cluster.results import format_report, write_json, write_results
+    from faults.report import saturation_banner
 
     summary = result.summary()
     typer.echo(format_report(summary))
@@ -172,6 +175,10 @@ def _conclude(result: RunResult, run_dir: Path, json_out: Path | None) -> None:
             err.print(f"  {mark}  {check['name']}: {check['evidence']}")
         typer.echo(f"Verdict: {'PASS' if outcome.ok else 'FAIL'} ({outcome.verdict})")
         typer.echo(f"Report: {outcome.out_dir}")
+    if not summary["drained"]:
+        typer.echo("NOT DRAINED: batches were still in flight when the drain timed out")
+    if summary["saturated"]:
+        typer.echo(saturation_banner(summary["saturation"]))
     typer.echo(f"Results: {write_results(summary, run_dir)}")
     if json_out:
         write_json(summary, json_out)
@@ -189,7 +196,7 @@ def experiment(
     authorities: Authorities = 4,
     nodes: Nodes = None,
     workers: Workers = 1,
-    rate: Rate = 20_000,
+    rate: Rate = DEFAULT_RATE,
     tx_size: TxSize = 512,
     duration: Duration = None,
     faults: Faults = 0,
@@ -204,10 +211,15 @@ def experiment(
     json_out: JsonOut = None,
     prometheus: Prometheus = False,
     scenario: ScenarioOpt = None,
+    lab: Lab = None,
     verbose: Verbose = False,
 ) -> None:
     """`local` and `run`: the same options, one flow; the command names the backend."""
     options = {**locals(), "duration": duration or DEFAULT_DURATION[ctx.info_name or "run"]}
+    if lab is not None:  # the backends read it (kernel-network scenarios run on the lab)
+        from cluster.backends.lab_network import LAB_ENV
+
+        os.environ[LAB_ENV] = str(lab.resolve())
     if ctx.info_name == "local":
         from cluster.backends.local import LocalBackend
 

@@ -52,19 +52,38 @@ def partition_script(peers: Collection[str], ports: Collection[int] | None = Non
     t = f"{FAMILY} {TABLE}"
     addrs = _set(peers)
     if not ports:
-        return f"add rule {t} partition_in ip saddr {addrs} drop\n" + (
-            f"add rule {t} partition_out ip daddr {addrs} drop\n"
+        return f"add rule {t} partition_in ip saddr {addrs} counter drop\n" + (
+            f"add rule {t} partition_out ip daddr {addrs} counter drop\n"
         )
     ps = _set(ports)
     return "".join(
-        f"add rule {t} partition_{chain} ip {who} {addrs} tcp {end} {ps} drop\n"
+        f"add rule {t} partition_{chain} ip {who} {addrs} tcp {end} {ps} counter drop\n"
         for chain, who in (("in", "saddr"), ("out", "daddr"))
         for end in ("sport", "dport")
     )
 
 
-def loss_script(fraction: float, peers: Collection[str] | None = None) -> str:
-    """Drop each packet in and out of eth0 with probability `fraction` (to `peers` only if set).
+def dropped(listing: str, kind: str) -> int:
+    """Packets dropped by the rules of one kind's chains, read from `nft list table`."""
+    total, inside = 0, False
+    for line in listing.splitlines():
+        words = line.split()
+        if words[:1] == ["chain"]:
+            inside = words[1] in (f"{kind}_in", f"{kind}_out")
+        elif inside and "counter" in words and "drop" in words:
+            total += int(words[words.index("packets") + 1])
+    return total
+
+
+def loss_script(
+    fraction: float,
+    peers: Collection[str] | None = None,
+    *,
+    ports: Collection[int] | None = None,
+    inbound: bool = True,
+) -> str:
+    """Drop each packet out of (and, with `inbound`, into) eth0 with probability `fraction`;
+    only to/from `peers` (addresses) and those TCP `ports` if set.
 
     Replaces any earlier loss rule: loss is a setting, not a stack.
     """
@@ -76,9 +95,12 @@ def loss_script(fraction: float, peers: Collection[str] | None = None) -> str:
     if threshold == 0:
         return script
     chance = "" if threshold >= LOSS_SCALE else f"numgen random mod {LOSS_SCALE} < {threshold} "
-    for chain, dev, who in (("in", "iifname", "saddr"), ("out", "oifname", "daddr")):
+    ways = (("in", "iifname", "saddr"), ("out", "oifname", "daddr"))
+    ends = [f"tcp {end} {_set(ports)} " for end in ("sport", "dport")] if ports else [""]
+    for chain, dev, who in ways if inbound else ways[1:]:
         match = f'{dev} "eth0" ' + (f"ip {who} {_set(peers)} " if peers else "")
-        script += f"add rule {t} loss_{chain} {match}{chance}drop\n"
+        for end in ends:
+            script += f"add rule {t} loss_{chain} {match}{end}{chance}drop\n"
     return script
 
 

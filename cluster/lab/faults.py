@@ -48,6 +48,26 @@ class KernelFaults:
             for m in side:
                 self._nft(m, fault_rules.partition_script(peers, ports))
 
+    def set_blocked(
+        self, name: str, peers: Collection[str], *, ports: Collection[int] | None = None
+    ) -> None:
+        """Machine `name` drops everything to and from `peers` machines (these TCP ports
+        only if `ports`); replaces its earlier partition rules. One side only: a symmetric
+        partition sets both sides."""
+        m = self.state.plan.machine(name)
+        addrs = [p.address for p in self._machines(peers)]
+        self._nft(
+            m, fault_rules.flush_script("partition") + fault_rules.partition_script(addrs, ports)
+        )
+
+    def dropped(self, name: str) -> int:
+        """Packets machine `name`'s partition rules dropped so far."""
+        m = self.state.plan.machine(name)
+        if m.netns not in self._tabled:
+            return 0
+        argv = ["ip", "netns", "exec", m.netns, "nft", "list", "table", "inet", fault_rules.TABLE]
+        return fault_rules.dropped(shell.run(argv).stdout, "partition")
+
     def isolate(self, name: str, *, ports: Collection[int] | None = None) -> None:
         """Cut one machine from every other machine of the lab."""
         others = [m.name for m in self.state.plan.machines if m.name != name]
@@ -58,16 +78,28 @@ class KernelFaults:
         for m in self.state.plan.machines:
             self._nft(m, fault_rules.flush_script("partition"))
 
-    def loss(self, name: str, fraction: float, *, peers: Collection[str] | None = None) -> None:
-        """Drop a fraction of the packets in and out of machine `name` (to `peers` machines)."""
+    def loss(
+        self,
+        name: str,
+        fraction: float,
+        *,
+        peers: Collection[str] | None = None,
+        ports: Collection[int] | None = None,
+        inbound: bool = True,
+    ) -> None:
+        """Drop a fraction of the packets out of (with `inbound`, also into) machine `name`,
+        to `peers` machines and on those TCP `ports` only if given."""
         addrs = [m.address for m in self._machines(peers)] if peers else None
-        self._nft(self.state.plan.machine(name), fault_rules.loss_script(fraction, addrs))
+        script = fault_rules.loss_script(fraction, addrs, ports=ports, inbound=inbound)
+        self._nft(self.state.plan.machine(name), script)
 
-    def cap_bandwidth(self, name: str, rate_bit: int) -> None:
-        """Cap machine `name` at rate_bit bits/s each way (its eth0 out, its veth's host end in)."""
+    def cap_bandwidth(self, name: str, rate_bit: int, *, inbound: bool = True) -> None:
+        """Cap machine `name` at rate_bit bits/s out (its eth0) and, with `inbound`, in (its
+        veth's host end)."""
         m = self.state.plan.machine(name)
         shell.run(fault_rules.tbf("eth0", rate_bit, m.netns))
-        shell.run(fault_rules.tbf(m.veth_host, rate_bit))
+        if inbound:
+            shell.run(fault_rules.tbf(m.veth_host, rate_bit))
 
     def uncap_bandwidth(self, name: str) -> None:
         """Remove machine `name`'s bandwidth cap (no error if it had none)."""

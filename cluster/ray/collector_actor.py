@@ -37,7 +37,7 @@ class CollectorActor:
         if self._collector is not None:
             raise RuntimeError("this collector actor has already started")
         host, _, port = address.rpartition(":")
-        collector = DigestCollector(host, int(port))
+        collector = DigestCollector(host, int(port), authority=self.name)
         loop = TrioThread(name="collector")
         loop.start()
         try:

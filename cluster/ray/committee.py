@@ -202,12 +202,11 @@ class RayCommittee:
         committee_json = self.committee.model_dump_json()
         params_json = self.params.model_dump_json()
         seeds = {a.name: a.key.seed for a in self.authorities}
-        libp2p = self.params.transport == "libp2p"
         infos = get_within(
             [
-                s.actor.start.remote(
-                    committee_json, params_json, seeds[s.authority] if libp2p else None
-                )
+                # The authority's key on every transport: it signs the libp2p handshake
+                # and the worker's hello to its primary.
+                s.actor.start.remote(committee_json, params_json, seeds[s.authority])
                 for s in slots
             ],
             timeout,
@@ -257,6 +256,26 @@ class RayCommittee:
         self._start_workers([slot], timeout)
         self.discover([slot], timeout)
         return slot
+
+    def lose_authority(self, authority: str) -> None:
+        """Forget the authority's actors: their machine died with them (nothing to kill)."""
+        auth = next(a for a in self.authorities if a.name == authority)
+        auth.collector = None
+        for slot in self.workers_of(authority):
+            slot.actor = None
+
+    def rehome_authority(self, authority: str, moves: dict[str, RayNode], timeout: float) -> None:
+        """A lost authority's machine rejoined as new Ray node(s) (`moves`: old node id ->
+        new node): pin its actors there and start its collector on its old address. Its
+        workers restart with `restart_worker` (same stores, same committee entry)."""
+        auth = next(a for a in self.authorities if a.name == authority)
+        auth.node = moves.get(auth.node.node_id, auth.node)
+        for slot in self.workers_of(authority):
+            slot.node = moves.get(slot.node.node_id, slot.node)
+        auth.collector = self._new_collector_actor(auth)
+        auth.info = get_within(
+            auth.collector.start.remote(auth.address), timeout, "restarting the collector"
+        )
 
     # -- load, drain and results -----------------------------------------------------------------
     def progress(self, timeout: float = 5.0) -> dict[str, int]:

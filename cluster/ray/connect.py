@@ -9,7 +9,9 @@ address is checked first and a missing cluster fails at once with a clear error.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -21,9 +23,11 @@ import metrics
 import primary
 import worker
 
+log = logging.getLogger(__name__)
 #: Packages the actors import; shipped to a joined cluster.
 CODE: tuple[ModuleType, ...] = (cluster, faults, worker, primary, metrics)
 CHECK_TIMEOUT = 5.0
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
 #: Ray runs its workers at niceness 15; a benchmark's workers must not yield the CPU to
 #: everything else on the machine (clusters: `RAY_worker_niceness=0 ray start ...`).
 SYSTEM_CONFIG = {"worker_niceness": 0}
@@ -34,7 +38,9 @@ class RayUnavailable(ConnectionError):
 
 
 def code_runtime_env() -> dict[str, Any]:
-    return {"py_modules": list(CODE), "excludes": ["__pycache__", "*.pyc"]}
+    """The packages by directory (Ray Client cannot pickle module objects)."""
+    paths = [str(Path(m.__file__).parent) for m in CODE if m.__file__]
+    return {"py_modules": paths, "excludes": ["__pycache__", "*.pyc"]}
 
 
 def resolve(address: str) -> str:
@@ -69,11 +75,24 @@ def check_reachable(address: str, timeout: float = CHECK_TIMEOUT) -> None:
         ) from exc
 
 
+def warn_if_unauthenticated() -> None:
+    """The embedded Ray cannot be held to loopback: Ray 2.60 binds its gRPC servers to every
+    interface and resolves 127.0.0.1 to the routable address. Its token authentication (on
+    by default for a new local instance) is what keeps others out; say so if it is off."""
+    if os.environ.get(AUTH_MODE_ENV, "").lower() == "disabled":
+        log.warning(
+            "%s=disabled: the embedded Ray listens on every interface without "
+            "authentication; anyone who reaches this machine can run code in it",
+            AUTH_MODE_ENV,
+        )
+
+
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect, unless Ray already is; True if this call connected (so shut it down after)."""
     if ray.is_initialized():
         return False
     if address is None:
+        warn_if_unauthenticated()
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError
 
 from cluster.ray.client_actor import LoadClientActor
 from cluster.ray.committee import RayCommittee, get_within
 from cluster.ray.placement import pinned
+
+log = logging.getLogger(__name__)
 
 
 class RayLoad:
@@ -37,12 +41,23 @@ class RayLoad:
         self._pending = list(self._refs)
 
     def wait(self, timeout: float) -> list[dict[str, Any]] | None:
-        """The clients' reports once all are done, or None after `timeout` s."""
+        """The clients' reports once all are done, or None after `timeout` s.
+
+        A client whose machine crashed (a lab machine crash) has no report: it is left out.
+        """
         if self._pending:
             _, self._pending = ray.wait(
                 self._pending, num_returns=len(self._pending), timeout=timeout
             )
-        return None if self._pending else ray.get(self._refs)
+        if self._pending:
+            return None
+        reports = []
+        for slot, ref in zip(self.slots, self._refs, strict=True):
+            try:
+                reports.append(ray.get(ref))
+            except RayActorError:
+                log.warning("the load client of %s died with its machine", slot.label)
+        return reports
 
     def run(self, rate: int, tx_size: int, duration: float) -> list[dict[str, Any]]:
         """`start`, then the reports (what tests use; the experiment flow waits itself)."""

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from faults.plan import PlanRunner, resolve
-from faults.scenario import LIBRARY, ScenarioError, load_scenario
+from faults.plan import PlanRunner, resolve, split_network
+from faults.scenario import LIBRARY, ScenarioError, load_scenario, needs_lab
+from worker.core.faults import Byzantine, FaultSettings, LinkFault
 
 NAMES = [f"auth{i}" for i in range(7)]
 
@@ -135,3 +136,39 @@ def test_shipped_scenarios_all_validate() -> None:
     for path in shipped:
         scenario = load_scenario(path)
         resolve(scenario, NAMES[: scenario.committee.authorities])
+
+
+def test_a_machine_crash_is_a_crash_step_that_needs_a_lab(tmp_path: Path) -> None:
+    plain = _scenario(tmp_path, "  - {at: 1, action: crash, targets: [0]}")
+    assert needs_lab(plain) is None
+    assert resolve(plain, NAMES)[0].machine is False
+    machine = _scenario(tmp_path, "  - {at: 1, action: crash, targets: [0], machine: true}")
+    (step,) = resolve(machine, NAMES)
+    assert step.op == "crash" and step.machine and step.to_json()["machine"] is True
+    assert needs_lab(machine) == "a crash with machine: true"
+    cycle = "  - {at: 1, action: crash_recovery, machine: true, period: 10, until: 21}"
+    cycled = _scenario(tmp_path, cycle)
+    crashes = [s for s in resolve(cycled, NAMES) if s.op == "crash"]
+    assert crashes and all(s.machine for s in crashes) and needs_lab(cycled)
+    kernel = plain.model_copy(update={"network": "kernel"})
+    assert needs_lab(kernel) == "network: kernel"
+    with pytest.raises(ScenarioError, match="network"):
+        load_scenario(_write(tmp_path, "name: x\nnetwork: wires\n"))
+
+
+def test_kernel_network_takes_partitions_loss_and_caps_and_leaves_delay() -> None:
+    settings = FaultSettings(
+        blocked=frozenset({"b"}),
+        links={
+            "*": LinkFault(delay=0.1, jitter=0.01, loss=0.05),
+            "c": LinkFault(bandwidth=1000.0),
+            "d": LinkFault(delay=0.2),
+        },
+        byzantine=Byzantine(silent=True),
+    )
+    emulated, kernel = split_network(settings)
+    assert emulated.blocked == frozenset() and emulated.byzantine.silent
+    assert emulated.links == {"*": LinkFault(delay=0.1, jitter=0.01), "d": LinkFault(delay=0.2)}
+    assert kernel.blocked == {"b"} and kernel.byzantine == Byzantine()
+    assert kernel.links == {"*": LinkFault(loss=0.05), "c": LinkFault(bandwidth=1000.0)}
+    assert split_network(FaultSettings()) == (FaultSettings(), FaultSettings())

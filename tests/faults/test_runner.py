@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from faults.runner import ScenarioRunner, scenario_parameters
-from faults.scenario import Scenario
+from faults.scenario import Scenario, ScenarioError
 from worker.core.faults import FaultSettings
 
 NAMES = ["a", "b", "c", "d"]
@@ -25,11 +27,18 @@ class FakeClock:
 class FakeRun:
     """Records what the plan asked for; every authority stores and reports one batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_lab: bool = False) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.on_lab = on_lab
 
     def crash(self, index: int) -> None:
         self.calls.append(("crash", index))
+
+    def crash_machine(self, index: int) -> None:
+        self.calls.append(("crash_machine", index))
+
+    def set_network(self, index: int, settings: FaultSettings) -> None:
+        self.calls.append(("network", index, settings))
 
     def restart(self, index: int) -> None:
         self.calls.append(("restart", index))
@@ -57,18 +66,22 @@ class FakeRun:
         ]
 
 
-def _scenario() -> Scenario:
+SCHEDULE = [
+    {"at": 1, "action": "crash", "targets": [3]},
+    {"at": 2, "action": "partition", "targets": [0]},
+    {"at": 3, "action": "impersonate", "targets": [1], "as_authority": 2},
+]
+
+
+def _scenario(schedule: list[dict[str, Any]] = SCHEDULE, **changes: Any) -> Scenario:
     return Scenario.model_validate(
         {
             "name": "t",
             "duration": 4,
             "transport": "tcp",
-            "schedule": [
-                {"at": 1, "action": "crash", "targets": [3]},
-                {"at": 2, "action": "partition", "targets": [0]},
-                {"at": 3, "action": "impersonate", "targets": [1], "as_authority": 2},
-            ],
+            "schedule": schedule,
             "expect": {"liveness": "any"},
+            **changes,
         }
     )
 
@@ -102,3 +115,33 @@ def test_a_transport_given_on_the_command_line_wins() -> None:
     scenario = _scenario()
     assert scenario_parameters(scenario).transport == "tcp"
     assert scenario_parameters(scenario, "libp2p").transport == "libp2p"
+
+
+def _lab_scenario() -> Scenario:
+    schedule = [
+        {"at": 1, "action": "crash", "targets": [3], "machine": True},
+        {"at": 2, "action": "link", "targets": [0], "fault": {"delay": 0.1, "loss": 0.5}},
+    ]
+    return _scenario(schedule, network="kernel")
+
+
+def test_lab_scenarios_refuse_a_committee_off_a_lab() -> None:
+    with pytest.raises(ScenarioError, match="only on a lab") as refused:
+        ScenarioRunner(_lab_scenario(), NAMES, FakeRun(), note=lambda _: None)
+    assert refused.value.reason == "lab_required"
+
+
+def test_kernel_network_faults_go_to_the_kernel_and_delay_to_the_transport() -> None:
+    clock, run = FakeClock(), FakeRun(on_lab=True)
+    runner = ScenarioRunner(_lab_scenario(), NAMES, run, clock=clock, note=lambda _: None)
+    runner.begin()
+    clock.now += 2.0
+    assert runner.run_due() is None
+    assert run.calls[0] == ("crash_machine", 3)
+    (network,) = [c for c in run.calls if c[0] == "network"]
+    (faults,) = [c for c in run.calls if c[0] == "faults"]
+    assert network[1] == faults[1] == 0
+    assert network[2].links["*"].loss == 0.5 and network[2].links["*"].delay == 0
+    assert faults[2].links["*"].delay == 0.1 and faults[2].links["*"].loss == 0
+    runner.load_ended()
+    assert run.calls[-1] == ("restart", 3)

@@ -7,7 +7,7 @@ sockets); `memory=False` uses the configured transport on loopback.
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from cluster.committee import make_local_committee
 from primary.digest_collector import DigestCollector
 from worker.config import Committee, Parameters
 from worker.keys import KeyPair
+from worker.store import BatchStore
 from worker.transport.testing.memory import MemoryNetwork, MemoryTransport
 from worker.worker import Worker
 
@@ -61,13 +62,16 @@ class Cluster:
         self.params = params
         self.network = MemoryNetwork() if memory else None
         self.authorities = [Authority(k.name) for k in keys]
+        #: Per authority index: how its worker opens its store (default: BatchStore).
+        self.store_factories: dict[int, Callable[[Path, bool], BatchStore]] = {}
 
-    async def start(self, index: int, metrics: bool = False) -> Authority:
+    async def start(self, index: int, metrics: bool = False, collector: bool = True) -> Authority:
+        """Start authority `index` (its collector unless `collector=False`)."""
         auth = self.authorities[index]
         scope = trio.CancelScope()
         auth.cancel = scope
         host, port = self.committee.authorities[auth.name].primary.hostport
-        auth.collector = DigestCollector(host, port)
+        auth.collector = DigestCollector(host, port, authority=auth.name)
         auth.worker = Worker(
             self.committee,
             auth.name,
@@ -77,12 +81,14 @@ class Cluster:
             transport=self._transport(auth.name),
             metrics_address=("127.0.0.1", 0) if metrics else None,
             keypair=self.keys[index],
+            store_factory=self.store_factories.get(index, BatchStore),
         )
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             with scope:
                 async with trio.open_nursery() as inner:
-                    await inner.start(auth.collector.serve)
+                    if collector:
+                        await inner.start(auth.collector.serve)
                     auth.info = await inner.start(auth.worker.run)
                     task_status.started()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import trio
 import trio.testing
 
@@ -11,6 +13,7 @@ from worker.transport.base import (
     ResponseReceived,
     TransportEvent,
 )
+from worker.wire import messages as wire
 from worker.worker import dispatch
 
 
@@ -50,21 +53,27 @@ async def test_events_reach_their_owner() -> None:
     assert from_dispatch.statistics().current_buffer_used == 0
 
 
-async def test_a_full_processor_holds_up_the_dispatch() -> None:
-    """Back-pressure: with the processor's channel full, dispatch stops reading events."""
+async def test_a_full_processor_never_holds_up_acks() -> None:
+    """Issue 12 item 1: with the processor's channel full, acks still reach the
+    broadcaster and the surplus request is answered `Reject("overloaded")`."""
     broadcaster = FakeBroadcaster()
     events_tx, events_rx = trio.open_memory_channel[TransportEvent](10)
     to_processor, from_dispatch = trio.open_memory_channel[RequestReceived](1)
+    answers: list[bytes] = []
+
+    async def respond(data: bytes) -> None:
+        answers.append(data)
+
     for i in range(3):
-        events_tx.send_nowait(RequestReceived("b", b"%d" % i, _noop))
+        events_tx.send_nowait(RequestReceived("b", b"%d" % i, respond))
     events_tx.send_nowait(ResponseReceived(9, "a", b"ack"))
+    refused: Counter[str] = Counter()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(dispatch, events_rx, broadcaster, to_processor)
-        await trio.testing.wait_all_tasks_blocked()
-        assert not broadcaster.responses  # stuck behind the second request
-        assert events_rx.statistics().current_buffer_used == 2
-        received = [await from_dispatch.receive() for _ in range(3)]
-        assert [r.data for r in received] == [b"0", b"1", b"2"]
+        nursery.start_soon(dispatch, events_rx, broadcaster, to_processor, refused)
         await trio.testing.wait_all_tasks_blocked()
         assert broadcaster.responses == [ResponseReceived(9, "a", b"ack")]
+        assert events_rx.statistics().current_buffer_used == 0
+        assert from_dispatch.receive_nowait().data == b"0"
+        assert refused == {"overloaded": 2}
+        assert answers == [wire.encode(wire.Reject("overloaded"))] * 2
         nursery.cancel_scope.cancel()

@@ -1,4 +1,7 @@
-"""An ack means "persisted": kill the receiver right after its ack, the batch is in its LevelDB."""
+"""An acked batch survives a SIGKILL of the receiver right after its ack (durability).
+
+A SIGKILL keeps the page cache, so this cannot see the *ordering* (persist, then ack):
+tests/worker/attacks/test_store_ordering.py does, with a store that blocks."""
 
 from __future__ import annotations
 

@@ -29,6 +29,14 @@ over the size limit: dropped, never raised).
 Any framing error closes that connection; an unknown response id is only counted.
 Before the Hello, frames are limited to MAX_HELLO_PAYLOAD bytes.
 
+Limits (worker/config.py, docs/guarantees.md): each peer's outbound queue holds at most
+`max_queued_requests` (beyond: `RequestFailed("queue_full")` at once); every frame we
+write must go out within `write_timeout`, or the connection is dropped and its requests
+fail ("write_timeout"); a response frame must be finished within `frame_timeout`. The
+listening side (worker/transport/tcp_inbound.py) answers through a bounded per-connection
+queue with its own writer, caps requests in flight per connection and connections per
+peer, and times out idle and trickling connections.
+
 A failed peer never raises out of the transport: its requests become `RequestFailed`.
 When a dial fails, the request that triggered it and every request already queued for
 that peer fail with it (so a dead peer costs one dial, not one per request); when a
@@ -43,7 +51,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -51,46 +59,31 @@ import trio
 from worker.config import Committee, Parameters, WorkerAddresses
 from worker.core.requests import RequestTable, expiry_period
 from worker.keys import decode_public_key
-from worker.streams import STREAM_ERRORS, read_frame, write_frame
+from worker.streams import STREAM_ERRORS, Deadlines, read_frame, write_frame
 from worker.transport.base import (
     PeerName,
     RequestFailed,
-    RequestReceived,
-    Respond,
     ResponseReceived,
     SendRequest,
     Transport,
     TransportEvent,
 )
-from worker.wire import messages as wire
-from worker.wire.frames import (
-    HEADER,
-    MAX_REQUEST_ID,
-    Frame,
-    FrameBuffer,
-    FrameError,
-    Kind,
-    Truncated,
+from worker.transport.tcp_inbound import (
+    HELLO_REQUEST_ID,
+    KIND_REQUEST,
+    KIND_RESPONSE,
+    MAX_HELLO_PAYLOAD,
+    InboundLinks,
+    Watermarks,
+    close_stream,
+    frame_buffer,
 )
+from worker.wire import messages as wire
+from worker.wire.frames import HEADER, MAX_REQUEST_ID, Frame, FrameError, Truncated
 
-KIND_REQUEST = Kind.REQUEST
-KIND_RESPONSE = Kind.RESPONSE
-HELLO_REQUEST_ID = 0
-__all__ = ["HEADER", "KIND_REQUEST", "KIND_RESPONSE", "TcpTransport"]
-#: Hellos are tiny; an unauthenticated dialer must not make us buffer megabytes.
-MAX_HELLO_PAYLOAD = 256
+__all__ = ["HEADER", "KIND_REQUEST", "KIND_RESPONSE", "MAX_HELLO_PAYLOAD", "TcpTransport"]
 #: Events buffered for the dispatch before reader tasks stop reading (TCP back-pressure).
 EVENT_BUFFER = 10_000
-_KINDS = (KIND_REQUEST, KIND_RESPONSE)
-
-
-def _buffer(max_payload: int) -> FrameBuffer:
-    return FrameBuffer(max_payload, tagged=True, kinds=_KINDS)
-
-
-def _close(stream: trio.SocketStream) -> None:
-    """Close synchronously (works while cancelled); wakes any task blocked on the socket."""
-    stream.socket.close()
 
 
 @dataclass(eq=False)
@@ -100,15 +93,6 @@ class _Outbound:
     stream: trio.SocketStream
     outstanding: RequestTable[None]
     alive: bool = True
-
-
-@dataclass(eq=False)
-class _Inbound:
-    """A peer's connection to us: its requests in, our responses out."""
-
-    stream: trio.SocketStream
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    closed: bool = False
 
 
 class TcpTransport(Transport):
@@ -126,22 +110,35 @@ class TcpTransport(Transport):
         self.worker_id = worker_id
         self.rejections: Counter[str] = Counter()
         self.handshakes: Counter[str] = Counter()  # Hellos: "accepted" or why refused
+        self.watermarks = Watermarks()
         self._host, self._port = committee.worker(me, worker_id).worker_hostport
         if bind_host is not None:
             self._host = bind_host
         self._max_payload = params.max_message_size
         self._timeout = params.request_timeout / 1000
+        self._write_timeout = params.write_timeout / 1000
+        self._response_deadlines = Deadlines(frame=params.frame_timeout / 1000)
         self._peers: dict[PeerName, WorkerAddresses] = dict(committee.peer_workers(me, worker_id))
-        self._names_by_key = {decode_public_key(name): name for name in self._peers}
+        names_by_key = {decode_public_key(name): name for name in self._peers}
         self._hello = wire.encode(wire.Hello(decode_public_key(me), worker_id))
         self._events_send, self.events = trio.open_memory_channel[TransportEvent](EVENT_BUFFER)
-        # Unbounded: `send` must never block; the caller bounds in-flight requests.
+        # Bounded, and `send` never blocks: beyond the bound a request fails at once.
         self._queues = {
-            peer: trio.open_memory_channel[SendRequest](math.inf) for peer in self._peers
+            peer: trio.open_memory_channel[SendRequest](params.max_queued_requests)
+            for peer in self._peers
         }
         self._local_send, self._local_recv = trio.open_memory_channel[RequestFailed](math.inf)
         self._outbound: dict[PeerName, _Outbound] = {}
         self._streams: set[trio.SocketStream] = set()
+        self._inbound = InboundLinks(
+            params,
+            worker_id,
+            names_by_key,
+            self._emit,
+            self.rejections,
+            self.handshakes,
+            self.watermarks,
+        )
         self._nursery: trio.Nursery | None = None
         self._served = False
 
@@ -162,7 +159,7 @@ class TcpTransport(Transport):
                     nursery.start_soon(self._write_requests, peer, addrs)
                 await nursery.start(
                     partial(trio.serve_listeners, handler_nursery=nursery),
-                    self._serve_inbound,
+                    self._inbound.serve,
                     listeners,
                 )
                 task_status.started(f"{self._host}:{port}")
@@ -170,8 +167,8 @@ class TcpTransport(Transport):
             self._nursery = None
             for listener in listeners:
                 listener.socket.close()
-            for stream in list(self._streams):
-                _close(stream)
+            for stream in [*self._streams, *self._inbound.streams]:
+                close_stream(stream)
             self._streams.clear()
             for conn in self._outbound.values():
                 conn.alive = False
@@ -187,10 +184,21 @@ class TcpTransport(Transport):
         elif len(request.data) > self._max_payload:
             self._fail_locally(request, "request larger than max_message_size")
         else:
-            queue[0].send_nowait(request)
+            try:
+                queue[0].send_nowait(request)
+            except trio.WouldBlock:
+                self.rejections["queue_full"] += 1
+                self._fail_locally(request, "queue_full")
+            else:
+                used = queue[0].statistics().current_buffer_used
+                self.watermarks.note("outbound_queued", used)
 
     def connected_peers(self) -> set[PeerName]:
         return {peer for peer, conn in self._outbound.items() if conn.alive}
+
+    def queued_requests(self) -> dict[PeerName, int]:
+        """Requests waiting for each peer's writer (bounded by `max_queued_requests`)."""
+        return {p: q[0].statistics().current_buffer_used for p, q in self._queues.items()}
 
     # -- events ---------------------------------------------------------------------------
     async def _emit(self, event: TransportEvent) -> None:
@@ -230,7 +238,11 @@ class TcpTransport(Transport):
                 await self._emit(RequestFailed(request.request_id, peer, "duplicate_request_id"))
                 continue
             try:
-                await write_frame(conn.stream, KIND_REQUEST, request.request_id, request.data)
+                with trio.fail_after(self._write_timeout):
+                    await write_frame(conn.stream, KIND_REQUEST, request.request_id, request.data)
+            except trio.TooSlowError:
+                self.rejections["write_timeout"] += 1  # the peer stopped reading
+                await self._drop_outbound(peer, conn, "write_timeout")
             except STREAM_ERRORS as exc:
                 await self._drop_outbound(peer, conn, f"connection lost: {exc!r}")
 
@@ -246,7 +258,7 @@ class TcpTransport(Transport):
                 await write_frame(stream, KIND_REQUEST, HELLO_REQUEST_ID, self._hello)
         except (trio.TooSlowError, *STREAM_ERRORS) as exc:
             if stream is not None:
-                _close(stream)
+                close_stream(stream)
             return f"cannot connect to {host}:{port}: {exc!r}"
         conn = _Outbound(stream, RequestTable(self._timeout))
         self._outbound[peer] = conn
@@ -255,10 +267,13 @@ class TcpTransport(Transport):
         return conn
 
     async def _read_responses(self, peer: PeerName, conn: _Outbound) -> None:
-        buffer = _buffer(self._max_payload)
+        buffer = frame_buffer(self._max_payload)
         error = "connection closed by peer"
+        deadlines = self._response_deadlines
         try:
-            while isinstance(frame := await read_frame(conn.stream, buffer), Frame):
+            while isinstance(
+                frame := await read_frame(conn.stream, buffer, deadlines=deadlines), Frame
+            ):
                 if frame.kind != KIND_RESPONSE:
                     self.rejections["malformed_frame"] += 1  # peers request on their own link
                 elif conn.outstanding.pop(frame.request_id) is None:
@@ -279,7 +294,7 @@ class TcpTransport(Transport):
         conn.alive = False
         if self._outbound.get(peer) is conn:
             del self._outbound[peer]
-        _close(conn.stream)
+        close_stream(conn.stream)
         self._streams.discard(conn.stream)
         for request_id in sorted(conn.outstanding.take_all()):
             await self._emit(RequestFailed(request_id, peer, error))
@@ -292,83 +307,3 @@ class TcpTransport(Transport):
             for peer, conn in list(self._outbound.items()):
                 for request_id in conn.outstanding.expire(now):
                     await self._emit(RequestFailed(request_id, peer, "timeout"))
-
-    # -- inbound: their requests, our responses ----------------------------------------
-    async def _serve_inbound(self, stream: trio.SocketStream) -> None:
-        stream.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, True)
-        self._streams.add(stream)
-        conn = _Inbound(stream)
-        buffer = _buffer(MAX_HELLO_PAYLOAD)
-        try:
-            peer = await self._read_hello(stream, buffer)
-            if peer is None:
-                return
-            buffer.max_payload = self._max_payload
-            while isinstance(frame := await read_frame(stream, buffer), Frame):
-                if frame.kind != KIND_REQUEST:
-                    self.rejections["unknown_request_id"] += 1  # we asked nothing on this link
-                    continue
-                respond = self._responder(conn, frame.request_id)
-                await self._emit(RequestReceived(peer, frame.payload, respond))
-        except (Truncated, *STREAM_ERRORS):
-            pass
-        except FrameError as exc:
-            self.rejections[exc.reason] += 1
-        finally:
-            conn.closed = True
-            _close(stream)
-            self._streams.discard(stream)
-
-    async def _read_hello(self, stream: trio.SocketStream, buffer: FrameBuffer) -> PeerName | None:
-        """The committee name the dialer introduces itself as, or None (counted)."""
-        frame = None
-        with trio.move_on_after(self._timeout):
-            frame = await read_frame(stream, buffer)
-            if frame is None:
-                return None  # closed without a word: nothing was refused
-        name, refusal = self._introduced(frame)
-        if refusal:
-            self.rejections[refusal] += 1
-        self.handshakes[refusal or "accepted"] += 1
-        return name
-
-    def _introduced(self, frame: bytes | Frame | None) -> tuple[PeerName | None, str]:
-        """(the authority a first frame names, "") or (None, the refusal reason)."""
-        if not isinstance(frame, Frame):
-            return None, "bad_hello"  # silent past the timeout
-        try:
-            hello = wire.decode(frame.payload, MAX_HELLO_PAYLOAD)
-        except wire.WireError:
-            hello = None
-        if (
-            frame.kind != KIND_REQUEST
-            or frame.request_id != HELLO_REQUEST_ID
-            or not isinstance(hello, wire.Hello)
-        ):
-            return None, "bad_hello"
-        name = self._names_by_key.get(hello.authority)
-        if name is None or hello.worker_id != self.worker_id:
-            return None, "unknown_peer"
-        return name, ""
-
-    def _responder(self, conn: _Inbound, request_id: int) -> Respond:
-        async def respond(data: bytes) -> None:
-            if conn.closed or len(data) > self._max_payload:
-                self.rejections["respond_failed"] += 1
-                return
-            async with conn.lock:
-                if conn.closed:
-                    self.rejections["respond_failed"] += 1
-                    return
-                done = False
-                try:
-                    await write_frame(conn.stream, KIND_RESPONSE, request_id, data)
-                    done = True
-                except STREAM_ERRORS:
-                    self.rejections["respond_failed"] += 1
-                finally:
-                    if not done:  # failed or cancelled mid-frame: the stream is unusable
-                        conn.closed = True
-                        _close(conn.stream)
-
-        return respond

@@ -13,8 +13,9 @@ None until one is complete), like h11's connection: the caller owns the stream. 
 is judged from its header alone: too long (`oversized`), shorter than its header or of an
 unknown kind (`malformed_frame`) raise `FrameError` before any of its payload is kept,
 as long as the caller takes every ready frame before feeding more. A large payload is
-assembled in one buffer of its final size, which a caller may read into directly
-(`receive_buffer` + `received`) to save a copy.
+assembled in a buffer of its own that grows as its bytes arrive (never ahead of them
+by more than GROW_STEP: an announced size costs nothing until it is sent), which a
+caller may read into directly (`receive_buffer` + `received`) to save a copy.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ HEADER = struct.Struct(">IBQ")  # length, kind, request_id
 MAX_REQUEST_ID = 2**64 - 1
 #: Payloads above this size are assembled in their own buffer rather than the shared one.
 LARGE_PAYLOAD = 64 * 1024
+#: A large payload's buffer grows by at most this much ahead of the bytes received.
+GROW_STEP = 64 * 1024
 
 
 class Kind(IntEnum):
@@ -99,25 +102,35 @@ class FrameBuffer:
         self._buf = bytearray()
         self._pos = 0
         self._large: bytearray | None = None  # the payload being assembled, if large
-        self._have = 0
+        self._size = 0  # its announced size
+        self._have = 0  # its bytes received so far (the buffer may be longer, unfilled)
         self._large_tag = (0, 0)
 
     # -- input -------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         if self._large is not None:
-            n = min(len(data), len(self._large) - self._have)
-            self._large[self._have : self._have + n] = data[:n]
+            n = min(len(data), self._size - self._have)
+            del self._large[self._have :]
+            self._large += memoryview(data)[:n]
             self._have += n
             data = data[n:]
         if data:
             self._buf += data
 
     def receive_buffer(self) -> memoryview | None:
-        """Where the rest of a large payload goes, if one is being assembled (then call
-        `received(n)` with the bytes written into it)."""
+        """Where the next bytes of a large payload go, if one is being assembled (then call
+        `received(n)` with the bytes written into it); at most GROW_STEP bytes."""
         if self._large is None:
             return None
-        return memoryview(self._large)[self._have :]
+        end = self._have + min(GROW_STEP, self._size - self._have)
+        if len(self._large) < end:
+            self._large += bytes(end - len(self._large))
+        return memoryview(self._large)[self._have : end]
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held right now (what a peer made us allocate; bounded by the bytes it sent)."""
+        return len(self._buf) + (len(self._large) if self._large is not None else 0)
 
     def received(self, n: int) -> None:
         self._have += n
@@ -136,9 +149,9 @@ class FrameBuffer:
     def next_frame(self) -> bytes | Frame | None:
         """The next whole frame, or None until more data is received."""
         if self._large is not None:
-            if self._have < len(self._large):
+            if self._have < self._size:
                 return None
-            payload, self._large = bytes(self._large), None
+            payload, self._large = bytes(memoryview(self._large)[: self._size]), None
             return self._make(*self._large_tag, payload)
         buf, pos = self._buf, self._pos
         available = len(buf) - pos
@@ -160,9 +173,8 @@ class FrameBuffer:
             self._pos = end
             return self._make(kind, request_id, bytes(buf[start:end]))
         if size > LARGE_PAYLOAD:
-            self._large = bytearray(size)
-            self._have = len(buf) - start
-            self._large[: self._have] = memoryview(buf)[start:]
+            self._large = bytearray(memoryview(buf)[start:])
+            self._size, self._have = size, len(buf) - start
             self._large_tag = (kind, request_id)
             buf.clear()
             self._pos = 0

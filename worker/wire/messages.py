@@ -1,8 +1,11 @@
 """Worker-to-worker messages: msgpack arrays `[version, tag, *fields]`, strictly decoded.
 
-One tagged type per kind. Decoding checks the size limit before parsing and every
-field's type after, so a malformed or hostile frame is refused with a short reason
-code (used as a metrics label) instead of raising something unexpected.
+One tagged type per kind. Decoding checks the size limit before parsing, bounds the
+number of elements msgpack may build (derived from the parameters, so an "element
+bomb" costs no more than a legitimate batch), checks every field's type after, and
+accepts only the canonical encoding (the bytes our encoder produces for the decoded
+message: one message, one digest), so a malformed or hostile frame is refused with a
+short reason code (used as a metrics label) instead of raising something unexpected.
 The layout is specified in docs/protocol.md.
 """
 
@@ -125,30 +128,69 @@ def _arity(fields: list[Any], n: int, tag: Tag) -> None:
         raise WireError("bad_field", f"{tag.name} takes {n} fields, got {len(fields)}")
 
 
-def decode(data: bytes, max_size: int, max_transaction_size: int | None = None) -> Message:
-    """Decode one message or raise `WireError` with a reason code."""
-    if len(data) > max_size:
-        raise WireError("oversized", f"{len(data)} bytes > limit {max_size}")
+def decode(
+    data: bytes,
+    max_size: int,
+    max_transaction_size: int | None = None,
+    max_transactions: int | None = None,
+    min_transaction_size: int = 1,
+) -> Message:
+    """Decode one message or raise `WireError` with a reason code.
+
+    `max_transactions` bounds every array (default: what `max_size` could hold)."""
+    msg = _decode(data, max_size, max_transaction_size, max_transactions, min_transaction_size)
+    if encode(msg) != data:
+        raise WireError("non_canonical", "not the canonical encoding of its message")
+    return msg
+
+
+def _unpack(data: bytes, max_elements: int, max_bin: int) -> Any:
     try:
-        obj = msgpack.unpackb(
+        return msgpack.unpackb(
             data,
             raw=False,
             use_list=True,
             strict_map_key=True,
             max_str_len=MAX_REASON_CHARS * 4,
+            max_bin_len=max_bin,
+            max_array_len=max_elements,
             max_map_len=0,
             max_ext_len=0,
         )
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise WireError("malformed", type(exc).__name__) from exc
+    except ValueError as exc:
+        text = str(exc)
+        reason = (
+            "too_many_elements"
+            if "max_array_len" in text
+            else "bad_field"
+            if "max_bin_len" in text
+            else "malformed"
+        )
+        raise WireError(reason, type(exc).__name__) from exc
     except Exception as exc:  # msgpack may raise others (e.g. TypeError) on garbage
         raise WireError("malformed", type(exc).__name__) from exc
+
+
+def _decode(
+    data: bytes,
+    max_size: int,
+    max_transaction_size: int | None,
+    max_transactions: int | None,
+    min_transaction_size: int,
+) -> Message:
+    if len(data) > max_size:
+        raise WireError("oversized", f"{len(data)} bytes > limit {max_size}")
+    limit = max_transaction_size or max_size
+    max_elements = max(8, max_transactions if max_transactions else max_size // 2)
+    obj = _unpack(data, max_elements, max(limit, 64))
     if type(obj) is not list or len(obj) < 2:
         raise WireError("malformed", "expected an array [version, tag, ...]")
     version, tag, *fields = obj
     if version != PROTOCOL_VERSION or type(version) is not int:
         raise WireError("bad_version", f"version {version!r}, expected {PROTOCOL_VERSION}")
     try:
+        if type(tag) is not int:
+            raise ValueError(tag)
         tag = Tag(tag)
     except ValueError as exc:
         raise WireError("unknown_tag", f"tag {tag!r}") from exc
@@ -158,12 +200,13 @@ def decode(data: bytes, max_size: int, max_transaction_size: int | None = None) 
             txs = fields[0]
             if type(txs) is not list:
                 raise WireError("bad_field", "BATCH transactions must be an array")
-            limit = max_transaction_size or max_size
             for tx in txs:
                 if type(tx) is not bytes:
                     raise WireError("bad_field", "transactions must be bytes")
                 if len(tx) > limit:
                     raise WireError("bad_field", f"transaction of {len(tx)} bytes > {limit}")
+                if len(tx) < min_transaction_size:
+                    raise WireError("empty_transaction", f"transaction of {len(tx)} bytes")
             if not txs:
                 raise WireError("bad_field", "empty batch")
             return Batch(txs)

@@ -93,8 +93,8 @@ def test_the_launcher_config_passes_the_launchers_checks() -> None:
 
 def test_partition_rules_drop_silently_both_ways() -> None:
     script = fault_rules.partition_script(["10.213.0.3"])
-    assert "ip saddr { 10.213.0.3 } drop" in script
-    assert "ip daddr { 10.213.0.3 } drop" in script
+    assert "ip saddr { 10.213.0.3 } counter drop" in script
+    assert "ip daddr { 10.213.0.3 } counter drop" in script
     assert "reject" not in script
     ported = fault_rules.partition_script(["10.213.0.3"], ports=[7000])
     assert ported.count("drop") == 4 and "tcp dport { 7000 }" in ported
@@ -106,6 +106,32 @@ def test_loss_is_a_setting_with_a_random_draw_per_packet() -> None:
     assert "numgen" not in fault_rules.loss_script(1.0)
     with pytest.raises(ValueError):
         fault_rules.loss_script(1.5)
+
+
+def test_loss_can_keep_to_ports_and_to_what_a_machine_sends() -> None:
+    script = fault_rules.loss_script(0.1, ["10.213.0.4"], ports=[7000, 7001], inbound=False)
+    assert "loss_in" not in script.replace("flush chain inet narwhal_lab loss_in", "")
+    assert 'oifname "eth0" ip daddr { 10.213.0.4 } tcp sport { 7000, 7001 }' in script
+    assert "tcp dport { 7000, 7001 } numgen random mod 1000 < 100 drop" in script
+
+
+LISTING = """table inet narwhal_lab {
+\tchain partition_in {
+\t\tip saddr { 10.213.0.3 } tcp dport { 7000 } counter packets 3 bytes 180 drop
+\t}
+\tchain partition_out {
+\t\tip daddr { 10.213.0.3 } tcp sport { 7000 } counter packets 4 bytes 240 drop
+\t}
+\tchain loss_out {
+\t\toifname "eth0" counter packets 99 bytes 1 drop
+\t}
+}
+"""
+
+
+def test_dropped_packets_are_read_from_the_partition_counters() -> None:
+    assert fault_rules.dropped(LISTING, "partition") == 7
+    assert fault_rules.dropped(LISTING, "loss") == 99
 
 
 def test_bandwidth_cap_is_tbf() -> None:

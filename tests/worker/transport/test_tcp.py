@@ -30,7 +30,8 @@ from worker.transport.testing.contract import (
 )
 from worker.wire import messages as wire
 
-PARAMS = Parameters()
+#: The contract pipelines 200 requests before answering any: above the default caps.
+PARAMS = Parameters(max_inflight_per_peer=256, max_queued_requests=256)
 MAX = PARAMS.max_message_size
 
 

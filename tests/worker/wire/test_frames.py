@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.wire.frames import (
+    GROW_STEP,
     HEADER,
     LARGE_PAYLOAD,
     LENGTH,
@@ -108,10 +109,27 @@ def test_large_payload_can_be_read_into_its_own_buffer() -> None:
     buffer = FrameBuffer(len(payload))
     buffer.receive_data(data[:100])
     assert buffer.next_frame() is None
-    view = buffer.receive_buffer()
-    assert view is not None and len(view) == len(payload) - 96
-    view[:] = data[100:]
-    buffer.received(len(view))
-    view.release()
+    rest = memoryview(data)[100:]
+    while rest:
+        view = buffer.receive_buffer()
+        assert view is not None and 0 < len(view) <= GROW_STEP
+        n = len(view)
+        view[:] = rest[:n]
+        view.release()
+        buffer.received(n)
+        rest = rest[n:]
+        assert buffer.buffered <= len(data) - len(rest) + GROW_STEP
     assert buffer.next_frame() == payload
     assert buffer.receive_buffer() is None and not buffer.partial
+
+
+def test_an_announced_size_costs_nothing_until_its_bytes_arrive() -> None:
+    """Item 3: a header announcing 8 MiB followed by a few bytes pins a few bytes."""
+    buffer = FrameBuffer(8 << 20)
+    buffer.receive_data(frame(bytes(8 << 20))[:60])
+    assert buffer.next_frame() is None
+    assert buffer.buffered < 100
+    view = buffer.receive_buffer()
+    assert view is not None and len(view) == GROW_STEP
+    view.release()
+    assert buffer.buffered <= GROW_STEP + 100

@@ -9,6 +9,7 @@ sends requests itself after the confirmation. Any failure closes the connection.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 
@@ -29,10 +30,11 @@ from worker.transport.libp2p.handshake import (
     Verifier,
     decode_payload,
 )
-from worker.transport.libp2p.host import close_quietly, open_stream_on, reset_quietly
+from worker.transport.libp2p.host import close_quietly, discard_stream, open_stream_on
 from worker.transport.libp2p.peers import ConnState, PeerTable
 
 HANDSHAKE_PROTOCOL = TProtocol("/narwhal/worker/handshake/1.0.0")
+HANDSHAKE_CHUNK = 2 * MAX_HANDSHAKE_BYTES
 Spawn = Callable[..., None]
 
 
@@ -82,25 +84,29 @@ class Admission:
             with trio.fail_after(self._timeout):
                 stream = await open_stream_on(state.conn, HANDSHAKE_PROTOCOL)
                 await stream.write(encode_frame(Kind.HANDSHAKE, 0, self._my_handshake))
-                frame = await FrameReader(stream, MAX_HANDSHAKE_BYTES).read_frame()
+                frame = await _reader(stream).read_frame()
                 if frame is None:
                     raise _PeerRefused
                 self._admit(state, frame.kind, frame.payload)
                 await stream.write(encode_frame(Kind.HANDSHAKE_OK, 0))
                 self._ready(state)
+            # A reset now could overtake the confirmation (Yamux drops buffered data on
+            # a reset), so let the listener end the stream, then drop it either way.
+            with trio.move_on_after(self._timeout), contextlib.suppress(Exception):
+                await stream.read(1)
         except Exception as exc:  # every failure closes this connection
             self._failed(state, exc)
         finally:
             if stream is not None:
                 with trio.CancelScope(shield=True):
-                    await _close_stream(stream)
+                    await discard_stream(stream)
 
     async def on_stream(self, stream: INetStream) -> None:
         """Listener (stream handler): verify theirs, answer with ours, await the confirmation."""
         state = self._peers.track(stream.swarm_conn)  # type: ignore[attr-defined]
         try:
             with trio.fail_after(self._timeout):
-                reader = FrameReader(stream, MAX_HANDSHAKE_BYTES)
+                reader = _reader(stream)
                 frame = await reader.read_frame()
                 if frame is None:
                     raise HandshakeRejected("malformed")
@@ -110,10 +116,13 @@ class Admission:
                 if frame is None or frame.kind is not Kind.HANDSHAKE_OK:
                     raise _PeerRefused
                 self._ready(state)
-            await _close_stream(stream)
         except Exception as exc:  # every failure closes this connection
             self._failed(state, exc)  # count first: the peer sees the reset next
-            await reset_quietly(stream)
+        finally:
+            # Reset, never half-close: a half-closed stream keeps receiving, and Yamux
+            # buffers it all unread (see host.discard_stream).
+            with trio.CancelScope(shield=True):
+                await discard_stream(stream)
 
     async def _watch(self, state: ConnState) -> None:
         """Close an inbound connection whose dialer never completes a handshake."""
@@ -153,8 +162,6 @@ class Admission:
         self._spawn(close_quietly, state.conn)
 
 
-async def _close_stream(stream: INetStream) -> None:
-    try:
-        await stream.close()
-    except Exception:
-        await reset_quietly(stream)
+def _reader(stream: INetStream) -> FrameReader:
+    """Handshake frames are small: take little from the stream at a time."""
+    return FrameReader(stream, MAX_HANDSHAKE_BYTES, chunk=HANDSHAKE_CHUNK)

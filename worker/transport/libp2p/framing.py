@@ -27,15 +27,17 @@ class ByteStream(Protocol):
 class FrameReader:
     """Frames of one stream; refuses a frame from its header alone when it is too big."""
 
-    def __init__(self, stream: ByteStream, max_payload: int) -> None:
+    def __init__(self, stream: ByteStream, max_payload: int, chunk: int = READ_CHUNK) -> None:
         self._stream = stream
         self._buffer = FrameBuffer(max_payload, tagged=True)
+        #: At most this much is taken from the stream at once (the handshake reads little).
+        self._chunk = chunk
 
     async def read_frame(self) -> Frame | None:
         """The next frame, or None on a clean end of stream between frames."""
         while (frame := self._buffer.next_frame()) is None:
             try:
-                chunk = await self._stream.read(READ_CHUNK)
+                chunk = await self._stream.read(self._chunk)
             except EOFError:  # StreamEOF: the writer closed its side
                 chunk = b""
             except Exception as exc:  # StreamReset, StreamError, a broken connection

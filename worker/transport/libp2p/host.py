@@ -29,11 +29,13 @@ from libp2p.protocol_muxer.multiselect_client import MultiselectClient
 from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer import muxer_multistream
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 IDENTITY_FILE = "libp2p_identity.key"
 NEGOTIATE_TIMEOUT = 10
+DRAIN_ALL = 1 << 40
 
 
 def load_or_create_identity(key_dir: Path) -> HostKeyPair:
@@ -63,13 +65,33 @@ def connection_config() -> ConnectionConfig:
     return ConnectionConfig(max_connections_per_peer=1)
 
 
+class ShieldedYamux(Yamux):
+    """Yamux whose frame writes cannot be cancelled halfway (same wire).
+
+    Noise numbers its messages: a write cancelled after encrypting but before sending
+    (trio's send_all checkpoints first) burns a nonce, and every later message on the
+    connection then fails authentication at the peer ("Failed authentication of
+    message"): one cancelled answer writer broke the whole connection. Taking the write
+    lock stays cancellable; the encrypted write itself is shielded (closing the socket
+    still ends it). py-libp2p 0.8.1 instantiates `muxer_multistream.Yamux` regardless of
+    the muxer options, so `build_host` installs this class there (process-wide)."""
+
+    async def _write_frame(self, data: bytes) -> None:
+        async with self._write_lock:
+            with trio.CancelScope(shield=True):
+                await self.secured_conn.write(data)
+        await trio.lowlevel.checkpoint()
+
+
 def build_host(identity: HostKeyPair) -> IHost:
     """A host that negotiates Noise and Yamux only: plaintext and mplex peers cannot connect."""
+    # py-libp2p builds its Yamux by name whatever `muxer_opt` says: swap the class there.
+    muxer_multistream.Yamux = ShieldedYamux  # type: ignore[misc]
     noise = NoiseTransport(identity, noise_privkey=create_x25519_key_pair().private_key)
     return new_host(
         key_pair=identity,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): ShieldedYamux},
         connection_config=connection_config(),
         negotiate_timeout=NEGOTIATE_TIMEOUT,
     )
@@ -107,6 +129,24 @@ async def open_stream_on(conn: INetConn, protocol: TProtocol) -> INetStream:
 async def reset_quietly(stream: INetStream) -> None:
     with contextlib.suppress(Exception):
         await stream.reset()
+
+
+async def discard_stream(stream: INetStream) -> None:
+    """Reset `stream` and drop what Yamux buffered for it.
+
+    A half-closed stream keeps its receive side, and py-libp2p's Yamux buffers whatever
+    arrives there without enforcing the receive window (one peer pushed 45 MiB into a
+    finished handshake stream). After a local reset one read returns the leftover and
+    drops the stream's bookkeeping, so later frames for it are discarded on arrival."""
+    await reset_quietly(stream)
+    with contextlib.suppress(Exception):
+        await stream.muxed_stream.read(DRAIN_ALL)
+
+
+def buffered_bytes(conn: INetConn) -> int:
+    """What Yamux holds, unread, for the streams of one connection."""
+    buffers = getattr(conn.muxed_conn, "stream_buffers", None) or {}
+    return sum(len(b) for b in list(buffers.values()))
 
 
 async def close_quietly(conn: INetConn) -> None:

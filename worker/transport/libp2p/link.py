@@ -1,4 +1,4 @@
-"""The batch protocol on one long-lived Yamux stream per peer and direction.
+"""The batch protocol on one long-lived Yamux stream per peer and direction: our side.
 
 Our requests travel on a stream we open to the peer; the peer answers on the same
 stream, tagged with our request id, so requests pipeline without per-request stream
@@ -9,7 +9,7 @@ makes the sender fail after 5 s without a window update.
 
 from __future__ import annotations
 
-import contextlib
+import math
 from collections import Counter, deque
 from collections.abc import Callable
 
@@ -20,8 +20,6 @@ from worker.core.requests import RequestTable
 from worker.transport.base import (
     PeerName,
     RequestFailed,
-    RequestReceived,
-    Respond,
     ResponseReceived,
     SendRequest,
     TransportEvent,
@@ -70,8 +68,9 @@ class FrameWriter:
         self._queued_bytes = 0
         self._wake.set()
 
-    async def run(self, stream: INetStream) -> None:
-        """Write until closed; a failed write raises `StreamClosed`."""
+    async def run(self, stream: INetStream, write_timeout: float = math.inf) -> None:
+        """Write until closed; a write that fails, or takes longer than `write_timeout`
+        (a peer that stopped reading), raises `StreamClosed`."""
         while not self._closed:
             if not self._queue:
                 await self._wake.wait()
@@ -80,7 +79,10 @@ class FrameWriter:
             await self._gather()
             data = self._take()
             try:
-                await stream.write(data)
+                with trio.fail_after(write_timeout):
+                    await stream.write(data)
+            except trio.TooSlowError as exc:
+                raise StreamClosed("write_timeout") from exc
             except Exception as exc:  # StreamReset, StreamClosed, connection errors
                 raise StreamClosed(f"{type(exc).__name__}: {exc}") from exc
 
@@ -123,6 +125,7 @@ class OutboundLink:
         max_payload: int,
         max_queued: int,
         timeout: float,
+        write_timeout: float = math.inf,
     ) -> None:
         self.peer = peer
         self._emit = emit
@@ -131,6 +134,7 @@ class OutboundLink:
         self._on_change = on_change
         self._max_payload = max_payload
         self._max_queued = max_queued
+        self._write_timeout = write_timeout
         #: waiting for a stream (with their payload), then on it until answered
         self._queued: RequestTable[bytes] = RequestTable(timeout)
         self._outstanding: RequestTable[None] = RequestTable(timeout)
@@ -197,12 +201,11 @@ class OutboundLink:
             self._on_change()  # not connected any more, before the failures are seen
             self._break(errors[0] if errors else "link_closed")
 
-    @staticmethod
     async def _write(
-        writer: FrameWriter, stream: INetStream, errors: list[str], scope: trio.CancelScope
+        self, writer: FrameWriter, stream: INetStream, errors: list[str], scope: trio.CancelScope
     ) -> None:
         try:
-            await writer.run(stream)
+            await writer.run(stream, self._write_timeout)
         except StreamClosed as exc:
             errors.append(f"link_broken: {exc}")
             scope.cancel()  # a stream we cannot write to is lost for reading too
@@ -248,81 +251,3 @@ class OutboundLink:
 
     def _fail(self, request_id: int, error: str) -> None:
         self._emit(RequestFailed(request_id, self.peer, error))
-
-
-class _Inflight:
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-async def serve_inbound(
-    stream: INetStream,
-    peer: PeerName,
-    emit: Emit,
-    rejections: Counter[str],
-    *,
-    max_payload: int,
-    max_inflight: int,
-) -> None:
-    """Read a peer's requests from its stream and answer through `respond`.
-
-    Each request becomes a `RequestReceived` at once; answers are queued to a writer
-    task, so neither a slow router nor a slow peer ever stops this reader. Past
-    `max_inflight` unanswered requests the peer gets an ERROR frame ("overloaded").
-    """
-    inflight = _Inflight()
-    writer = FrameWriter(lambda: inflight.count > 0)
-    reader = FrameReader(stream, max_payload)
-
-    def responder(request_id: int) -> Respond:
-        answered = False
-
-        async def respond(data: bytes) -> None:
-            nonlocal answered
-            if answered:
-                return
-            answered = True
-            inflight.count -= 1
-            if len(data) > max_payload:
-                writer.put(encode_frame(Kind.ERROR, request_id, b"oversized_response"))
-            else:
-                writer.put(encode_frame(Kind.RESPONSE, request_id, data))
-
-        return respond
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_write_quietly, writer, stream)
-        try:
-            while True:
-                frame = await reader.read_frame()
-                if frame is None:
-                    break
-                if frame.kind is not Kind.REQUEST:
-                    raise FrameError("malformed_frame", f"{frame.kind.name} on a request stream")
-                if inflight.count >= max_inflight:
-                    rejections["overloaded"] += 1
-                    writer.put(encode_frame(Kind.ERROR, frame.request_id, b"overloaded"))
-                    continue
-                inflight.count += 1
-                emit(RequestReceived(peer, frame.payload, responder(frame.request_id)))
-        except FrameError as exc:
-            rejections[exc.reason] += 1
-            writer.close()
-            await _reset(stream)
-        except StreamClosed:
-            pass
-        finally:
-            nursery.cancel_scope.cancel()
-            writer.close()
-
-
-async def _write_quietly(writer: FrameWriter, stream: INetStream) -> None:
-    with contextlib.suppress(StreamClosed):
-        await writer.run(stream)
-
-
-async def _reset(stream: INetStream) -> None:
-    with trio.CancelScope(shield=True), contextlib.suppress(Exception):
-        await stream.reset()

@@ -9,11 +9,12 @@ lost its key directory).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
-from libp2p.abc import INetConn
+from libp2p.abc import IMuxedConn, INetConn
 from libp2p.peer.id import ID
 
 from worker.transport.libp2p.handshake import HandshakeRejected
@@ -44,6 +45,12 @@ class PeerTable:
 
     def get(self, conn: INetConn) -> ConnState | None:
         return self._conns.get(conn)
+
+    def state_of(self, muxed: IMuxedConn) -> ConnState | None:
+        """The live tracked connection over this muxed connection, if any."""
+        if muxed.is_closed:
+            return None
+        return next((s for s in self._conns.values() if s.conn.muxed_conn is muxed), None)
 
     def admit(self, state: ConnState, name: str) -> None:
         """Bind `name` to the connection's PeerId, or refuse a duplicate claim."""
@@ -101,6 +108,10 @@ class PeerTable:
         """Some connection's handshake is still under way."""
         return any(not s.settled.is_set() for s in self._conns.values())
 
+    def accepted_peer_ids(self) -> set[ID]:
+        """Every PeerId whose handshake we accepted (the last one of each authority)."""
+        return set(self._peer_ids.values())
+
     def peer_ids(self) -> dict[str, str]:
         return {name: str(pid) for name, pid in self._peer_ids.items()}
 
@@ -117,3 +128,15 @@ class PeerTable:
         """Return once `predicate()` holds; it is re-checked after every change."""
         while not predicate():
             await self._changed.wait()
+
+
+class NotifyingCounter(Counter[str]):
+    """A Counter that reports every change (so `PeerTable.wait_until` can await counts)."""
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_change = on_change
+
+    def __setitem__(self, key: str, value: int) -> None:
+        super().__setitem__(key, value)
+        self._on_change()

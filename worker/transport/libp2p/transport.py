@@ -23,16 +23,20 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.config import RetryConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.stream_muxer.yamux.yamux import MAX_WINDOW_SIZE
 
 from worker.config import Committee, Parameters
 from worker.core.requests import expiry_period
 from worker.keys import KeyPair
 from worker.transport.base import PeerName, RequestFailed, SendRequest, Transport, TransportEvent
 from worker.transport.libp2p.admission import HANDSHAKE_PROTOCOL, Admission
+from worker.transport.libp2p.gate import ACCEPT_TIMEOUT, InboundGate
 from worker.transport.libp2p.handshake import Verifier, make_handshake
 from worker.transport.libp2p.host import (
     Notifee,
+    buffered_bytes,
     build_host,
+    close_quietly,
     count_unknown_protocols,
     dialable_addr,
     listen_addr,
@@ -42,8 +46,9 @@ from worker.transport.libp2p.host import (
     peer_of,
     reset_quietly,
 )
-from worker.transport.libp2p.link import OutboundLink, serve_inbound
-from worker.transport.libp2p.peers import PeerTable
+from worker.transport.libp2p.inbound import InboundStreams
+from worker.transport.libp2p.link import OutboundLink
+from worker.transport.libp2p.peers import NotifyingCounter, PeerTable
 
 BATCH_PROTOCOL = TProtocol("/narwhal/worker/batch/1.0.0")
 __all__ = ["BATCH_PROTOCOL", "HANDSHAKE_PROTOCOL", "Libp2pTransport"]
@@ -87,14 +92,15 @@ class Libp2pTransport(Transport):
         listen_port: int = 0,
         handshake_timeout: float = 10.0,
         dial_timeout: float = 10.0,
+        accept_timeout: float = ACCEPT_TIMEOUT,
     ) -> None:
         if keypair.name != me:
             raise ValueError("keypair does not belong to `me`")
         self._peers = PeerTable()
-        self.rejections: Counter[str] = _NotifyingCounter(self._peers.poke)
+        self.rejections: Counter[str] = NotifyingCounter(self._peers.poke)
         #: Things that are not refusals but worth counting (dial failures, late answers).
-        self.stats: Counter[str] = _NotifyingCounter(self._peers.poke)
-        self.handshakes: Counter[str] = _NotifyingCounter(self._peers.poke)
+        self.stats: Counter[str] = NotifyingCounter(self._peers.poke)
+        self.handshakes: Counter[str] = NotifyingCounter(self._peers.poke)
         self._events_tx, self.events = trio.open_memory_channel[TransportEvent](math.inf)
         self._committee, self._me, self._worker_id = committee, me, worker_id
         self._params, self._keypair = params, keypair
@@ -123,6 +129,22 @@ class Libp2pTransport(Transport):
                 self._addrs[name] = parse_peer_addr(addrs.libp2p)
         for name, addr in (peer_addrs or {}).items():
             self._addrs[name] = parse_peer_addr(addr)
+        self._gate = InboundGate(
+            self._peers,
+            self._is_known,
+            self.rejections,
+            accept_timeout=accept_timeout,
+            max_pending_per_ip=params.max_handshaking_connections,
+        )
+        self._inbound = InboundStreams(
+            self._emit,
+            self.rejections,
+            self.stats,
+            max_payload=params.max_message_size,
+            capacity=params.channel_capacity,
+            timeout=params.request_timeout / 1000,
+            write_timeout=params.write_timeout / 1000,
+        )
         self._links = {
             name: OutboundLink(
                 name,
@@ -133,9 +155,13 @@ class Libp2pTransport(Transport):
                 max_payload=params.max_message_size,
                 max_queued=params.channel_capacity,
                 timeout=params.request_timeout / 1000,
+                write_timeout=params.write_timeout / 1000,
             )
             for name in names
         }
+        #: Unread Yamux data per connection beyond which it is closed: Yamux's largest
+        #: receive window plus one frame (our readers drain their streams continuously).
+        self._max_buffered = MAX_WINDOW_SIZE + params.max_message_size
         self._host: IHost | None = None
         self._nursery: trio.Nursery | None = None
         self._stopped = False
@@ -187,6 +213,7 @@ class Libp2pTransport(Transport):
                 # Our supervisors redial committee peers; libp2p's auto-connector would
                 # also redial departed strangers from the peerstore.
                 await host.get_network().auto_connector.stop()  # type: ignore[attr-defined]
+                self._gate.install(host)
                 task_status.started()
                 await trio.sleep_forever()
 
@@ -246,13 +273,12 @@ class Libp2pTransport(Transport):
             self.rejections["unauthenticated"] += 1
             await reset_quietly(stream)
             return
-        await serve_inbound(
-            stream,
-            name,
-            self._emit,
-            self.rejections,
-            max_payload=self._params.max_message_size,
-            max_inflight=self._params.channel_capacity,
+        await self._inbound.serve(stream, name)
+
+    def _is_known(self, peer_id: ID) -> bool:
+        """A PeerId we know for a committee peer (its address, or an accepted handshake)."""
+        return peer_id in self._peers.accepted_peer_ids() or any(
+            pid == peer_id for pid, _ in self._addrs.values()
         )
 
     async def _supervise(self, name: str) -> None:
@@ -339,6 +365,27 @@ class Libp2pTransport(Transport):
             now = trio.current_time()
             for link in self._links.values():
                 link.expire(now)
+            await self._close_overfull()
+
+    async def _close_overfull(self) -> None:
+        """Close connections whose unread Yamux buffers exceed any honest peer's window
+        (py-libp2p's Yamux logs a receive-window violation, then buffers it anyway)."""
+        if self._host is None:
+            return
+        for conn in self._host.get_network().get_connections():
+            if buffered_bytes(conn) > self._max_buffered:
+                self.rejections["receive_window_exceeded"] += 1
+                await close_quietly(conn)
+
+    def bounds(self) -> dict[str, Any]:
+        """What inbound traffic holds now, and its peaks (the hardening tests' figures)."""
+        conns = self._host.get_network().get_connections() if self._host is not None else []
+        return {
+            "connections": len(conns),
+            "yamux_buffered": max((buffered_bytes(c) for c in conns), default=0),
+            **self._gate.bounds(),
+            **self._inbound.bounds(self._links),
+        }
 
     # -- helpers ------------------------------------------------------------------------
     def _emit(self, event: TransportEvent) -> None:
@@ -352,15 +399,3 @@ class Libp2pTransport(Transport):
         """Start a task in the transport's nursery (a no-op once it is shutting down)."""
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
-
-
-class _NotifyingCounter(Counter[str]):
-    """A Counter that reports every change (so `wait_for` can await counts)."""
-
-    def __init__(self, on_change: Callable[[], None]) -> None:
-        super().__init__()
-        self._on_change = on_change
-
-    def __setitem__(self, key: str, value: int) -> None:
-        super().__setitem__(key, value)
-        self._on_change()

@@ -1,0 +1,159 @@
+"""The machine's own speed for the work the pipeline does, and the knee set against it.
+
+Per transaction byte, across a committee of N on this one machine, the pipeline hashes
+every batch N times (its author seals it, each peer checks the digest), stores it N
+times (a synced LevelDB put at every authority), copies it over loopback N - 1 times
+(author to each peer) and, over libp2p, encrypts and decrypts each copy (2 (N - 1)
+AEAD passes). Each ceiling is measured on one thread with batch-size buffers; the knee's
+implied MB/s of each kind is set against it, and `ceiling_tx_s` is the rate at which
+that work alone, at those speeds, would fill every core: an upper bound for any
+implementation of the same protocol on this machine. `knee / ceiling_tx_s` says how much
+of the machine the pipeline turns into protocol work; the rest is the testbed's overhead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import plyvel
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+#: Noise's largest plaintext per transport message (65,535 minus the 16-byte tag)
+NOISE_CHUNK = 65_519
+
+
+def _timed(seconds: float, once: Callable[[], int]) -> tuple[float, int]:
+    """Call `once` (returns bytes processed) for at least `seconds`: (elapsed, bytes)."""
+    done, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or done == 0:
+        done += once()
+    return elapsed, done
+
+
+def hash_mb_s(size: int, seconds: float) -> float:
+    """SHA-512 (the batch digest's hash) over `size`-byte buffers."""
+    buf = os.urandom(size)
+
+    def once() -> int:
+        hashlib.sha512(buf).digest()
+        return size
+
+    elapsed, done = _timed(seconds, once)
+    return round(done / elapsed / 1e6, 1)
+
+
+def store_rates(size: int, seconds: float) -> dict[str, float]:
+    """Synced LevelDB puts of `size`-byte values in a temp dir: MB/s and puts/s."""
+    value = os.urandom(size)
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as path:
+        db = plyvel.DB(path, create_if_missing=True)
+        count = 0
+
+        def once() -> int:
+            nonlocal count
+            count += 1
+            db.put(count.to_bytes(8, "big"), value, sync=True)
+            return size
+
+        try:
+            elapsed, done = _timed(seconds, once)
+        finally:
+            db.close()
+    return {"mb_s": round(done / elapsed / 1e6, 1), "puts_s": round(count / elapsed, 1)}
+
+
+def loopback_mb_s(size: int, seconds: float) -> float:
+    """Bytes copied over a loopback TCP connection between two threads, in `size` writes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    sender = socket.create_connection(server.getsockname())
+    receiver, _ = server.accept()
+    server.close()
+    received = 0
+
+    def drain() -> None:
+        nonlocal received
+        buf = bytearray(1 << 20)
+        while n := receiver.recv_into(buf):
+            received += n
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    payload = os.urandom(size)
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        sender.sendall(payload)
+    sender.shutdown(socket.SHUT_WR)
+    reader.join()
+    elapsed = time.perf_counter() - start
+    sender.close()
+    receiver.close()
+    return round(received / elapsed / 1e6, 1)
+
+
+def aead_mb_s(seconds: float) -> float:
+    """ChaCha20-Poly1305 (OpenSSL via `cryptography`) over Noise-sized chunks."""
+    aead = ChaCha20Poly1305(ChaCha20Poly1305.generate_key())
+    chunk, nonce = os.urandom(NOISE_CHUNK), bytes(12)
+
+    def once() -> int:
+        aead.encrypt(nonce, chunk, None)
+        return NOISE_CHUNK
+
+    elapsed, done = _timed(seconds, once)
+    return round(done / elapsed / 1e6, 1)
+
+
+def measure_ceiling(batch_size: int, seconds: float) -> dict[str, Any]:
+    """Every ceiling, `seconds` each, with `batch_size`-byte buffers."""
+    store = store_rates(batch_size, seconds)
+    return {
+        "batch_size": batch_size,
+        "seconds_each": seconds,
+        "cores": os.cpu_count() or 1,
+        "hash_mb_s": hash_mb_s(batch_size, seconds),
+        "store_mb_s": store["mb_s"],
+        "store_puts_s": store["puts_s"],
+        "loopback_mb_s": loopback_mb_s(batch_size, seconds),
+        "aead_mb_s": aead_mb_s(seconds),
+    }
+
+
+def passes(authorities: int, transport: str) -> dict[str, int]:
+    """How often the committee does each kind of work per transaction byte."""
+    n = authorities
+    kinds = {"hash": n, "store": n, "loopback": n - 1}
+    if transport == "libp2p":
+        kinds["aead"] = 2 * (n - 1)
+    return kinds
+
+
+def against_ceiling(
+    knee_tx_s: float, tx_size: int, authorities: int, transport: str, ceiling: dict[str, Any]
+) -> dict[str, Any]:
+    """The knee's implied MB/s of each kind against its ceiling, and the ceiling in tx/s."""
+    payload = knee_tx_s * tx_size / 1e6
+    kinds: dict[str, dict[str, float]] = {}
+    core_seconds_per_tx = 0.0
+    for kind, times in passes(authorities, transport).items():
+        limit = ceiling[f"{kind}_mb_s"]
+        implied = payload * times
+        kinds[kind] = {
+            "passes": times,
+            "implied_mb_s": round(implied, 2),
+            "ceiling_mb_s": limit,
+            "fraction": round(implied / limit, 4) if limit else 0.0,
+        }
+        core_seconds_per_tx += times * tx_size / (limit * 1e6) if limit else 0.0
+    ceiling_tx_s = ceiling["cores"] / core_seconds_per_tx if core_seconds_per_tx else 0.0
+    return {
+        "kinds": kinds,
+        "ceiling_tx_s": round(ceiling_tx_s),
+        "knee_fraction": round(knee_tx_s / ceiling_tx_s, 4) if ceiling_tx_s else 0.0,
+    }

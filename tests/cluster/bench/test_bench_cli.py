@@ -1,0 +1,83 @@
+"""`narwhal-testbed bench`: the JSON's shape from a --quick run (not its figures), and the
+printed report from fed figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.cli.bench import format_bench
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "--quick", "--transports", "tcp", "--cost-authorities", "4"]
+    cmd = [sys.executable, "-m", "cluster.cli", *args, "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: a target missed
+    bench = json.loads(out.read_text())
+    assert set(bench) == {
+        "settings",
+        "ceiling",
+        "knees",
+        "ratio",
+        "cost",
+        "cost_growth",
+        "targets",
+        "ok",
+    }
+    assert bench["ceiling"]["hash_mb_s"] > 0 and bench["ceiling"]["store_puts_s"] > 0
+    tcp = bench["knees"]["tcp"]
+    assert tcp["steps"] and {"rate", "ok", "tps", "machine_share"} <= set(tcp["steps"][0])
+    assert set(tcp["against_ceiling"]) == {"kinds", "ceiling_tx_s", "knee_fraction"}
+    assert [p["authorities"] for p in bench["cost"]["tcp"]] == [4]
+    assert {"cpu_s_per_mb", "cpu_ms_per_request"} <= set(bench["cost"]["tcp"][0])
+    assert bench["ratio"] is None  # one transport: no ratio
+    assert (proc.returncode == 0) == bench["ok"]
+    assert "Knee tcp:" in proc.stdout and "Ceiling of this machine" in proc.stdout
+
+
+def vs(ceiling_tx_s: int, fraction: float) -> dict[str, Any]:
+    kinds = {"hash": {"passes": 4, "implied_mb_s": 8.0, "ceiling_mb_s": 400.0, "fraction": 0.02}}
+    return {"kinds": kinds, "ceiling_tx_s": ceiling_tx_s, "knee_fraction": fraction}
+
+
+def fed() -> dict[str, Any]:
+    knee = {"knee_tx_s": 4_000, "capped": False, "steps": []}
+    return {
+        "settings": {"authorities": 4, "tx_size": 512},
+        "ceiling": {
+            "cores": 2,
+            "batch_size": 500_000,
+            "hash_mb_s": 400.0,
+            "store_mb_s": 100.0,
+            "store_puts_s": 200.0,
+            "loopback_mb_s": 900.0,
+            "aead_mb_s": 1000.0,
+        },
+        "knees": {
+            "tcp": {**knee, "knee_tx_s": 8_000, "against_ceiling": vs(80_000, 0.1)},
+            "libp2p": {**knee, "against_ceiling": vs(70_000, 0.057)},
+        },
+        "ratio": 0.5,
+        "cost": {"tcp": []},
+        "targets": [
+            {"name": "libp2p knee / TCP knee", "value": 0.5, "target": 0.9, "ok": False},
+            {"name": "x", "value": None, "target": 1.5, "ok": None},
+        ],
+    }
+
+
+def test_the_report_names_each_knee_the_ratio_the_ceiling_and_missed_targets() -> None:
+    text = format_bench(fed())
+    assert "Knee tcp: 8,000 tx/s" in text and "Knee libp2p: 4,000 tx/s" in text
+    assert "libp2p knee / TCP knee: 0.50" in text
+    assert "5.7% of the ceiling (70,000 tx/s)" in text
+    assert "Target libp2p knee / TCP knee: 0.500 (target 0.9) MISSED" in text
+    assert "not measured" in text

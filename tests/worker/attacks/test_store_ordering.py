@@ -1,0 +1,102 @@
+"""Issue 12 items 12 and 18: an ack means "stored and (durably) to be reported".
+
+Item 18: a store that blocks until released is injected into a worker; no ack may leave
+it meanwhile, while it keeps answering on the same connection. Item 12: batches stored
+while the primary is down are reported after a restart (the pending reports are in the
+store, written with the batches)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.worker.attacks.support import (
+    GUARD,
+    connect,
+    hello_frame,
+    quorum_during,
+    request_frame,
+    start_loaded,
+    under_load,
+)
+from worker.store import BatchStore
+from worker.streams import read_frame
+from worker.wire import messages as wire
+from worker.wire.frames import Frame, FrameBuffer
+
+pytestmark = pytest.mark.slow
+
+
+class BlockingStore(BatchStore):
+    """Every write of a peer's batch waits until `release` is set."""
+
+    entered = threading.Event()
+    release = threading.Event()
+
+    def put(self, digest: bytes, serialized: bytes, report: int | None = None) -> None:
+        if report == 1:  # OthersBatch: a peer's batch
+            BlockingStore.entered.set()
+            BlockingStore.release.wait()
+        super().put(digest, serialized, report)
+
+
+async def _release_at_exit() -> None:
+    try:
+        await trio.sleep_forever()
+    finally:  # a failing test must not leave a thread blocked in the store
+        BlockingStore.release.set()
+
+
+async def test_no_ack_leaves_before_the_store_returns(tmp_path: Path) -> None:
+    with trio.fail_after(GUARD):
+        async with under_load(tmp_path, start=3) as c:
+            c.store_factories[3] = BlockingStore
+            auth = await start_loaded(c, 3)
+            blocked = auth.worker
+            stream = await connect(blocked.info()["worker_to_worker"])
+            c.nursery.start_soon(_release_at_exit)
+            batch = wire.encode_batch([b"\x01" + bytes(99)] * 10)
+            await stream.send_all(hello_frame(c.authorities[0].name) + request_frame(1, batch))
+            await trio.to_thread.run_sync(BlockingStore.entered.wait)
+            # The worker still answers on this very connection: a refusal comes back ...
+            await stream.send_all(request_frame(2, b"\x00"))
+            buffer = FrameBuffer(1 << 20, tagged=True)
+            first = await read_frame(stream, buffer)
+            assert isinstance(first, Frame)
+            assert (first.request_id, wire.decode(first.payload, 4096)) == (
+                2,
+                wire.Reject("malformed"),
+            )
+            # ... and the others reach quorum, but no ack of a peer batch left the worker.
+            await quorum_during(c.authorities[0].worker, 10, "a peer whose store blocks")
+            assert blocked.processor.persisted["peer"] == 0
+            BlockingStore.release.set()
+            second = await read_frame(stream, buffer)
+            assert isinstance(second, Frame) and second.request_id == 1
+            assert wire.decode(second.payload, 4096) == wire.Ack(wire.digest(batch))
+            assert blocked.store.get(wire.digest(batch)) == batch
+
+
+async def test_reports_survive_a_crash_before_delivery(tmp_path: Path) -> None:
+    with trio.fail_after(GUARD):
+        async with under_load(tmp_path, start=3) as c:
+            auth = await start_loaded(c, 3, collector=False)  # its primary is down
+            worker = auth.worker
+            await worker.wait_for(lambda: worker.processor.persisted["peer"] >= 20)
+            assert worker.connector.sent == 0
+            c.stop(3)  # the in-memory queue of reports is lost, the store is not
+            await c.authorities[0].worker.wait_for(lambda: worker.store_closed)
+            store = BatchStore(tmp_path / "a3", sync=False)
+            try:
+                stored = set(store.digests())
+                assert {d for _, d in store.pending_reports()} == stored
+            finally:
+                store.close()
+            auth = await c.start(3)  # restarted, with its primary
+            collector = auth.collector
+            await collector.wait_for(lambda: stored <= collector.digests.others.get(0, set()))
+            await auth.worker.wait_for(lambda: not auth.worker.store.pending_reports())
+            print(f"{len(stored)} batches stored while the primary was down, all reported")
