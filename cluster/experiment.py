@@ -34,8 +34,10 @@ T = TypeVar("T")
 TICK = 1.0
 #: The input rate of `run` and `local` when --rate is not given (tx/s, all clients).
 #: It must leave headroom on the 2-core reference machine: at most half the knee that
-#: `narwhal-testbed bench` measures there (set it from a quiet run of the bench).
-DEFAULT_RATE = 5_000
+#: `narwhal-testbed bench` measures there. Measured 2026-12-01 (local backend, 4 x 1,
+#: 512 B): knees TCP 56,000 and libp2p 40,000 tx/s; Ray adds actor processes on the same
+#: cores, so the default is a quarter of the libp2p knee.
+DEFAULT_RATE = 10_000
 #: Seconds the flow waits for a teardown's stop to clean up after killing its processes.
 KILL_WAIT = 5.0
 

@@ -60,15 +60,22 @@ class BurstBuilder:
         self._buf = bytearray((4 + tx_size) * burst)
         self._counter = 0
 
-    def build(self, sample_id: int, sent_ns: int = 0) -> bytes:
+    def build(self, sample_id: int, sent_ns: int = 0, count: int | None = None) -> bytes:
+        """`count` transactions (default: a whole burst), the first one the sample."""
+        count = self.burst if count is None else min(count, self.burst)
         step, buf = 4 + self.tx_size, self._buf
         _HEADER.pack_into(buf, 0, self.tx_size, 0, sample_id)
         if self.tx_size >= 17:
             _STAMP.pack_into(buf, 4 + 9, sent_ns)
-        for i in range(1, self.burst):
+        for i in range(1, count):
             self._counter += 1
             _HEADER.pack_into(buf, i * step, self.tx_size, 1, self._counter)
-        return bytes(buf)
+        return bytes(buf[: count * step])
+
+
+def burst_sizes(rate: int, index: int) -> int:
+    """Transactions in burst `index`: spread so every second sends exactly `rate`."""
+    return (index + 1) * rate // PRECISION - index * rate // PRECISION
 
 
 async def _connect(host: str, port: int, timeout: float) -> trio.SocketStream:
@@ -87,7 +94,7 @@ async def run_load_client(
 ) -> ClientReport:
     """Send `rate` tx/s of `tx_size` bytes to a worker's transactions address for `duration` s."""
     host, _, port = address.rpartition(":")
-    burst = max(1, rate // PRECISION)
+    burst = max(1, -(-rate // PRECISION))
     report = ClientReport(address, rate, tx_size)
     builder = BurstBuilder(burst, tx_size)
     stream: trio.SocketStream | None = await _connect(host, int(port), connect_timeout)
@@ -102,9 +109,10 @@ async def run_load_client(
                     with contextlib.suppress(OSError):
                         stream = await trio.open_tcp_stream(host, int(port))
                         report.reconnects += 1
-            if stream is not None:
+            count = burst_sizes(rate, sample)
+            if stream is not None and count:
                 sent_ns = time.time_ns()
-                payload = builder.build(sample, sent_ns)
+                payload = builder.build(sample, sent_ns, count)
                 try:
                     await stream.send_all(payload)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -113,7 +121,7 @@ async def run_load_client(
                     stream = None
                 else:
                     report.samples[sample] = sent_ns / 1e9
-                    report.sent += burst
+                    report.sent += count
             sample += 1
             slot += BURST_DURATION
             now = trio.current_time()

@@ -9,75 +9,21 @@ scenario says it expects that (`allow_empty`).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
-from faults.plan import Step
+from faults.evidence import CheckResult, Evidence, WorkerEvidence, honest_records
+from faults.liveness import check_liveness, quorum_possible_timeline
 from faults.scenario import Expectations
-from worker.core.faults import FaultSettings
 
-
-@dataclass
-class WorkerEvidence:
-    authority: str
-    worker_id: int
-    #: own batches that reached quorum: dicts with digest, quorum_at, acked_by, stake
-    records: list[dict[str, Any]]
-    #: digest hex -> True if the stored bytes hash to the key
-    stored: dict[str, bool]
-    #: every digest this worker sent to a peer (own batches, equivocations, replays)
-    sent: set[str] = field(default_factory=set)
-
-
-@dataclass
-class Evidence:
-    names: list[str]  # authorities in committee order (index = plan target)
-    stakes: dict[str, int]
-    workers: list[WorkerEvidence]
-    #: authority -> digests (hex) its collector got as OthersBatch (reported before the ack)
-    reported_others: dict[str, set[str]]
-    steps: list[Step]
-    load_start: float  # wall clock, plan time 0
-    load_end: float
-    byzantine: set[str]  # authorities that were Byzantine at any time
-
-    @property
-    def total(self) -> int:
-        return sum(self.stakes.values())
-
-    @property
-    def quorum(self) -> int:
-        return 2 * self.total // 3 + 1
-
-    @property
-    def validity(self) -> int:
-        return (self.total + 2) // 3
-
-    def honest(self, name: str) -> bool:
-        return name not in self.byzantine
-
-
-@dataclass
-class CheckResult:
-    name: str
-    ok: bool
-    evidence: str
-    examples: list[str] = field(default_factory=list)
-    #: how many items (batches, acks, windows) the check looked at
-    examined: int = -1  # -1: not counted
-    #: failed only because it examined nothing (never a safety violation found)
-    vacuous: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "ok": self.ok,
-            "evidence": self.evidence,
-            "examples": self.examples[:10],
-            "examined": self.examined,
-        }
+__all__ = [
+    "CheckResult",
+    "Evidence",
+    "WorkerEvidence",
+    "check_all",
+    "check_liveness",
+    "quorum_possible_timeline",
+    "verdict",
+]
 
 
 def _judged(name: str, bad: list[str], passed: str, failed: str, examined: int) -> CheckResult:
@@ -93,16 +39,9 @@ def _nonvacuous(result: CheckResult, allow_empty: Collection[str]) -> CheckResul
     return CheckResult(result.name, False, evidence, [], 0, vacuous=True)
 
 
-def _honest_records(ev: Evidence) -> Iterable[tuple[WorkerEvidence, dict[str, Any]]]:
-    for w in ev.workers:
-        if ev.honest(w.authority):
-            for r in w.records:
-                yield w, r
-
-
 def check_quorum_stake(ev: Evidence) -> CheckResult:
     bad, n = [], 0
-    for w, r in _honest_records(ev):
+    for w, r in honest_records(ev):
         n += 1
         stake = ev.stakes[w.authority] + sum(ev.stakes.get(p, 0) for p in set(r["acked_by"]))
         if stake < ev.quorum:
@@ -124,7 +63,7 @@ def check_stored_at_validity(ev: Evidence) -> CheckResult:
                 if ok:
                     holders[digest] = holders.get(digest, 0) + ev.stakes[w.authority]
     bad, least, n = [], None, 0
-    for _, r in _honest_records(ev):
+    for _, r in honest_records(ev):
         n += 1
         stake = holders.get(r["digest"], 0)
         least = stake if least is None else min(least, stake)
@@ -200,7 +139,7 @@ def check_durable_acks(ev: Evidence) -> CheckResult:
 
 def _honest_acks(ev: Evidence) -> Iterable[tuple[WorkerEvidence, str, str]]:
     """(author, digest, acker) for every ack of an honest peer an honest record counted."""
-    for w, r in _honest_records(ev):
+    for w, r in honest_records(ev):
         for acker in sorted(set(r["acked_by"])):
             if acker != w.authority and ev.honest(acker):
                 yield w, r["digest"], acker
@@ -232,7 +171,7 @@ def check_acks_from_holders(ev: Evidence) -> CheckResult:
 
 def _record_count(ev: Evidence) -> int:
     """Ack checks examine the honest quorum records (a record may hold no honest ack)."""
-    return sum(1 for _ in _honest_records(ev))
+    return sum(1 for _ in honest_records(ev))
 
 
 def _down_at_end(ev: Evidence) -> set[str]:
@@ -267,113 +206,6 @@ def check_acks_reported(ev: Evidence) -> CheckResult:
 
 
 # -- liveness ---------------------------------------------------------------------------
-def _unavailable(byz: FaultSettings) -> bool:
-    return byz.byzantine.silent or byz.byzantine.corrupt != "none"
-
-
-def quorum_possible_timeline(ev: Evidence) -> list[tuple[float, bool]]:
-    """(plan time, can an honest connected group of live authorities reach quorum?)."""
-    crashed: set[int] = set()
-    settings = {i: FaultSettings() for i in range(len(ev.names))}
-    points = [(0.0, True)]
-    for step in ev.steps:
-        if step.op == "crash":
-            crashed |= set(step.targets)
-        elif step.op == "restart":
-            crashed -= set(step.targets)
-        elif step.op == "faults":
-            settings.update(step.settings)
-        else:
-            continue
-        points.append((step.at, _possible(ev, crashed, settings)))
-    return points
-
-
-def _possible(ev: Evidence, crashed: set[int], settings: dict[int, FaultSettings]) -> bool:
-    live = [i for i in range(len(ev.names)) if i not in crashed and not _unavailable(settings[i])]
-    seen: set[int] = set()
-    for start in live:
-        if start in seen:
-            continue
-        group, todo = set(), [start]
-        while todo:
-            i = todo.pop()
-            if i in group:
-                continue
-            group.add(i)
-            todo += [
-                j
-                for j in live
-                if j not in group
-                and ev.names[j] not in settings[i].blocked
-                and ev.names[i] not in settings[j].blocked
-            ]
-        seen |= group
-        if sum(ev.stakes[ev.names[i]] for i in group) >= ev.quorum:
-            return True
-    return False
-
-
-def _state_during(points: list[tuple[float, bool]], a: float, b: float) -> set[bool]:
-    before = [p for t, p in points if t <= a]
-    return {before[-1] if before else True} | {p for t, p in points if a < t < b}
-
-
-def _first_after(times: list[float], start: float, limit: float) -> float:
-    """The first quorum time in [start, limit], or `limit` if there is none."""
-    return next((t for t in times if start <= t <= limit), limit)
-
-
-def check_liveness(ev: Evidence, expect: Expectations) -> CheckResult:
-    times = sorted(r["quorum_at"] - ev.load_start for _, r in _honest_records(ev))
-    points = quorum_possible_timeline(ev)
-    duration, w = ev.load_end - ev.load_start, expect.window
-    windows = [(k * w, min((k + 1) * w, duration)) for k in range(int(duration // w))]
-
-    def count(a: float, b: float) -> int:
-        return sum(1 for t in times if a <= t < b)
-
-    empty_live = [
-        f"[{a:.0f}s,{b:.0f}s)"
-        for a, b in windows
-        if _state_during(points, a, b) == {True} and not count(a, b)
-    ]
-    stalled = [(a, b) for a, b in windows if _state_during(points, a - w, b) == {False}]
-    leaks = [f"[{a:.0f}s,{b:.0f}s): {count(a, b)}" for a, b in stalled if count(a, b)]
-    heal_times = [t for (_, p), (t, q) in itertools.pairwise(points) if not p and q]
-    late = [
-        f"after heal at {h:.1f}s"
-        for h in heal_times
-        if not any(h <= t <= h + expect.resume_within for t in times)
-    ]
-    # After a heal, links come back at their own pace (a kernel partition leaves TCP's
-    # retransmission timer backed off): windows before the first quorum that follows it,
-    # within `resume_within`, are judged by the resume check, not as empty while possible.
-    grace = [(h, _first_after(times, h, h + expect.resume_within)) for h in heal_times]
-    excused = {f"[{a:.0f}s,{b:.0f}s)" for a, b in windows for h, end in grace if h <= a < end}
-    if expect.liveness == "any":
-        return CheckResult("liveness", True, f"{len(times)} quorum batches", [], len(times))
-    if expect.liveness == "continuous":
-        ok = not empty_live and not stalled
-        msg = (
-            f"quorum in all {len(windows)} windows of {w:g}s"
-            if ok
-            else f"{len(empty_live)} windows without quorum while it was possible"
-            + (f"; quorum was impossible in {len(stalled)} windows" if stalled else "")
-        )
-        return CheckResult("liveness", ok, msg, empty_live, len(windows))
-    empty_live = [e for e in empty_live if e not in excused]
-    ok = bool(stalled) and not leaks and not late and not empty_live
-    msg = (
-        f"no quorum in {len(stalled)} windows with > f unavailable; resumed within "
-        f"{expect.resume_within:g}s of every heal ({len(heal_times)})"
-        if ok
-        else f"stall windows: {len(stalled)}, with quorum anyway: {len(leaks)}, heals not "
-        f"followed by quorum: {len(late)}, empty windows while possible: {len(empty_live)}"
-    )
-    return CheckResult("liveness", ok, msg, leaks + late + empty_live, len(windows))
-
-
 def check_all(
     ev: Evidence, expect: Expectations, allow_empty: Collection[str] = ()
 ) -> list[CheckResult]:

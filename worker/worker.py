@@ -30,6 +30,7 @@ from worker.core.batch_maker import SealedBatch
 from worker.core.faults import Byzantine, FaultSettings, LinkPlan
 from worker.core.records import QuorumRecord, Records
 from worker.dispatch import dispatch
+from worker.impersonator import impersonate
 from worker.intake import TransactionIntake
 from worker.keys import KeyPair, short_name
 from worker.misbehaviour import Misbehaviour
@@ -242,6 +243,15 @@ class Worker:
         self.link_plan.settings = settings
         self.metrics.show_faults(settings.active_kinds())
         self._faults_changed.notify()
+
+    async def impersonate(self, victim: str, peer_addrs: Mapping[str, str]) -> dict[str, Any]:
+        """An extra host of this (Byzantine) authority claims to be `victim` to the peers."""
+        own = self._keypair or KeyPair.generate()
+        key_dir = self.store_dir.with_name(self.store_dir.name + ".impostor")
+        host = self.addresses.transactions_hostport[0]
+        return await impersonate(
+            self.committee, victim, self.worker_id, self.params, own, key_dir, host, peer_addrs
+        )
 
     # -- observation ---------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

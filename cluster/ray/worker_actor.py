@@ -96,6 +96,8 @@ class WorkerActor:
         if remove_store and closed:
             shutil.rmtree(self.store_dir, ignore_errors=True)
             shutil.rmtree(libp2p_key_dir(self.store_dir), ignore_errors=True)
+            impostor = self.store_dir.with_name(self.store_dir.name + ".impostor")
+            shutil.rmtree(impostor, ignore_errors=True)
             with contextlib.suppress(OSError):  # the run's directory, once its last store left
                 self.store_dir.parent.rmdir()
         return {"store_closed": closed, "crashed": repr(self._loop.error) if self._loop else None}

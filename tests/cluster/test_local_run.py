@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -47,3 +48,17 @@ def test_local_run_with_more_than_f_down_reports_nothing(tmp_path: Path) -> None
     summary = json.loads(out.read_text())
     assert summary["batches_quorum"] == 0 and summary["tps"] == 0
     assert summary["drained"] is False
+
+
+def test_a_run_leaves_no_stores_or_identity_keys_behind(tmp_path: Path) -> None:
+    """libp2p identity keys live at `<store>.libp2p` and go with their stores."""
+    scratch, results = tmp_path / "tmp", tmp_path / "results"
+    scratch.mkdir()
+    args = ["--authorities", "4", "--rate", "1000", "--duration", "2", "--transport", "libp2p"]
+    cmd = [sys.executable, "-m", "cluster.cli", "local", *args, "--results-dir", str(results)]
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Digest agreement: OK" in proc.stdout
+    assert list(scratch.rglob("*.libp2p")) == []
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("narwhal-")] == []

@@ -53,3 +53,9 @@ def test_minority_partition_is_healed_and_quorum_never_pauses(tmp_path: Path) ->
     verdict = _run(shortened("minority-partition", 8, [2, 5]), tmp_path)
     assert [s["op"] for s in verdict["ran"]] == ["faults", "faults"]
     assert {c["name"]: c["ok"] for c in verdict["checks"]}["liveness"]
+
+
+def test_impersonation_is_refused_by_the_libp2p_handshake(tmp_path: Path) -> None:
+    verdict = _run(shortened("impersonation", 5, [2]), tmp_path)
+    assert [s["op"] for s in verdict["ran"]] == ["impersonate"]
+    assert verdict["impersonations"], verdict
