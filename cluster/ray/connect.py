@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 #: Packages the actors import; shipped to a joined cluster.
 CODE: tuple[ModuleType, ...] = (cluster, faults, worker, primary, metrics)
 CHECK_TIMEOUT = 5.0
+#: Ray Client's server on the head starts a process per client, which can fail on a loaded
+#: machine ("Starting Ray client server failed"): a join through ray:// is tried again.
+CLIENT_ATTEMPTS = 3
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 #: Ray runs its workers at niceness 15; a benchmark's workers must not yield the CPU to
 #: everything else on the machine (clusters: `RAY_worker_niceness=0 ray start ...`).
@@ -103,9 +106,15 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     target = resolve(address) if address == "auto" else address
     if not target.startswith("ray://"):
         check_reachable(target)
-    ray.init(
-        address=target,
-        runtime_env=code_runtime_env(),
-        logging_level=logging.WARNING,
-    )
-    return True
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=target, runtime_env=code_runtime_env(), logging_level=logging.WARNING)
+            return True
+        except (ConnectionError, RuntimeError) as exc:
+            # A failed init can leave a half-made (client) connection behind: drop it, so
+            # neither a retry nor a later ray.init in this process inherits it.
+            ray.shutdown()
+            if attempt == CLIENT_ATTEMPTS or not target.startswith("ray://"):
+                raise RayUnavailable(f"could not join the Ray cluster at {target}: {exc}") from exc
+            log.warning("joining %s failed (%s); trying again", target, exc)
+    raise AssertionError("unreachable")

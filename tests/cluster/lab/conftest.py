@@ -93,7 +93,14 @@ def make_lab(lab_dirs: list[Path]) -> Iterator[MakeLab]:
         lab_dirs.append(state_dir)
         return lab.up(make_plan(machines, state_dir, prefix=PREFIX, subnet=SUBNET), ray=ray)
 
-    yield make
+    try:
+        yield make
+    finally:
+        # A driver joined to the lab through Ray Client must not outlive the test: a
+        # connection left half-made would break every later ray.init in this process.
+        import ray
+
+        ray.shutdown()
     for state_dir in made:
         lab.down(state_dir, prefix=PREFIX)
         assert not leftovers(state_dir), leftovers(state_dir)
