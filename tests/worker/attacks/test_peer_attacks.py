@@ -134,6 +134,7 @@ async def test_element_bombs_and_non_canonical_batches_are_refused(tmp_path) -> 
             stream = await connect(target.info()["worker_to_worker"])
             await stream.send_all(hello_frame(c.authorities[1].name))
             rounds = 0
+            first_round = trio.Event()
 
             async def attack() -> None:
                 nonlocal rounds
@@ -145,10 +146,11 @@ async def test_element_bombs_and_non_canonical_batches_are_refused(tmp_path) -> 
                     expected = [wire.Reject(reason) for _, reason in bad]
                     assert sorted(answers, key=repr) == sorted(expected, key=repr)  # any order
                     rounds += 1
+                    first_round.set()
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(attack)
-                await until(lambda: rounds >= 1)
+                await first_round.wait()
                 await quorum_during(target, 20, "element bombs and non-canonical batches")
                 nursery.cancel_scope.cancel()
             stored = target.stored_digests()
