@@ -3,7 +3,8 @@
 
 The flow owns the order of the phases and what is measured; a backend only knows how
 to do each phase on its hosts. A scenario is carried out by `faults.runner`, called
-from the load loop, so its steps keep their schedule on either backend. Whatever fails,
+from the load loop; it issues each step on the lane of the authority it affects (a thread
+each), so its steps keep their schedule on either backend, a restart included. Whatever fails,
 the backend is stopped, and every phase from the load on has a deadline, so a run ends
 in bounded time whatever its faults do to the committee. The CPU used over the load is
 sampled (cluster/cpu.py) for the summary's saturation flag.
@@ -204,6 +205,7 @@ def run_experiment(
         result = _measure(cfg, backend, observer, runner, problems)
         if runner is not None and scenario is not None:
             out = out_dir or new_run_dir(label=scenario.name)
+            result.faulted = True  # the report's saturation flag then reads as the summary's
             result.scenario = _judge(cfg, runner, result, out)
         return result
     finally:

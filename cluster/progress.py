@@ -1,4 +1,7 @@
-"""Showing a run as it goes: phase notes, then a load bar with live totals (rich)."""
+"""Showing a run as it goes: phase notes, then a load bar with live totals (rich).
+
+The bar is redrawn at each of the flow's ticks (once a second), not by rich's own
+refresh thread (ten times a second): the driver shares the machine with the committee."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ class RichObserver:
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
+            auto_refresh=False,
         )
         self._progress.start()
         self._task = self._progress.add_task("load", total=duration, live="")
@@ -39,7 +43,7 @@ class RichObserver:
                 f"{live['transactions_received']:,} tx received, "
                 f"{live['batches_quorum']:,} batches at quorum"
             )
-        self._progress.update(self._task, completed=elapsed, live=text)
+        self._progress.update(self._task, completed=elapsed, live=text, refresh=True)
 
     def load_done(self) -> None:
         if self._progress is not None:

@@ -57,6 +57,8 @@ class RunResult:
     cpu: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: what went wrong in the flow (a phase over its deadline, a backend error): run failed
     problems: list[str] = field(default_factory=list)
+    #: a scenario's faults ran (set before it is judged): they may lower delivery by design
+    faulted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -78,7 +80,7 @@ class RunResult:
             delivered=figures["tps"],
             offered=sum(c["rate"] for c in self.clients),
             machine_share=load.get("machine_share"),
-            judge_delivery=self.scenario is None and quorum_possible(self.config),
+            judge_delivery=not self.faulted and quorum_possible(self.config),
         )
         return {"cpu": self.cpu, "saturated": bool(reasons), "saturation": reasons}
 

@@ -9,11 +9,15 @@ scenario says it expects that (`allow_empty`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 from faults.evidence import CheckResult, Evidence, WorkerEvidence, honest_records
 from faults.liveness import check_liveness, quorum_possible_timeline
 from faults.scenario import Expectations
+
+#: the name of the check that the run kept its plan's times (see `check_schedule`)
+SCHEDULE = "schedule"
 
 __all__ = [
     "CheckResult",
@@ -21,6 +25,7 @@ __all__ = [
     "WorkerEvidence",
     "check_all",
     "check_liveness",
+    "check_schedule",
     "quorum_possible_timeline",
     "verdict",
 ]
@@ -205,6 +210,28 @@ def check_acks_reported(ev: Evidence) -> CheckResult:
     )
 
 
+def check_schedule(ran: Iterable[Mapping[str, Any]], limit: float) -> CheckResult:
+    """The faults ran when the plan said: every action of every step started within
+    `limit` s of its planned time. Not a property of the protocol but of the run: the
+    liveness check reads the plan's times, so a late step makes the run untrustworthy."""
+    late, n, worst = [], 0, 0.0
+    for r in ran:
+        for target, started in sorted(r.get("started", {}).items()):
+            n += 1
+            delay = started - r["planned_at"]
+            worst = max(worst, delay)
+            if delay > limit:
+                late.append(
+                    f"{r['op']} ({r['label']}) of {target} started at {started:.2f}s, "
+                    f"planned at {r['planned_at']:g}s"
+                )
+    if late:
+        evidence = f"{len(late)} of {n} actions started over {limit:g}s late (worst {worst:.2f}s)"
+    else:
+        evidence = f"{n} actions, each started within {limit:g}s of plan (worst {worst:.2f}s)"
+    return CheckResult(SCHEDULE, not late, evidence, late, n)
+
+
 # -- liveness ---------------------------------------------------------------------------
 def check_all(
     ev: Evidence, expect: Expectations, allow_empty: Collection[str] = ()
@@ -226,7 +253,12 @@ def check_all(
 
 def verdict(results: list[CheckResult], expect: Expectations) -> tuple[bool, str]:
     """Pass when every check passes, or (negative controls) a safety check fails as expected.
-    A check that failed for examining nothing never counts as the expected violation."""
+    A check that failed for examining nothing never counts as the expected violation, and
+    a run that did not keep its schedule passes nothing (it is untrusted)."""
+    for r in results:
+        if r.name == SCHEDULE and not r.ok:
+            return False, f"untrusted: the schedule was not kept ({r.evidence})"
+    results = [r for r in results if r.name != SCHEDULE]
     safety = [r for r in results if r.name != "liveness"]
     liveness_ok = all(r.ok for r in results if r.name == "liveness")
     vacuous = [r.name for r in results if r.vacuous]

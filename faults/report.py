@@ -3,9 +3,10 @@
 Written under `results/<timestamp>-<scenario>/`: `scenario.yaml` (as run, with its
 seed), `plan.json` (resolved targets and fault settings), `timeline.txt`,
 `series.csv`, `verdict.json`, `throughput.png` and `latency.png` with the fault
-windows shaded. A saturated run (`extra["saturated"]`, from the experiment flow) says so
-first in the timeline and in the plots' titles; a run the flow had to abort gets the
-plan, the steps that ran and a failing verdict naming why (`write_aborted_report`).
+windows shaded; the timeline ends with when each step's actions really started. A
+saturated run (`extra["saturated"]`, from the experiment flow) says so first in the
+timeline and in the plots' titles; a run the flow had to abort gets the plan, the steps
+that ran and a failing verdict naming why (`write_aborted_report`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,21 @@ def _write_verdict(
     (out / "verdict.json").write_text(json.dumps({**verdict, **(extra or {})}, indent=2))
 
 
+def _as_run(ran: list[dict[str, Any]]) -> list[str]:
+    """The timeline's second part: when each step's actions started, by authority."""
+    lines = []
+    for r in ran:
+        started = r.get("started", {})
+        when = ", ".join(f"{i}: {t:.2f}s" for i, t in sorted(started.items())) or "nothing to do"
+        late = max((t - r["planned_at"] for t in started.values()), default=0.0)
+        lines.append(f"{r['planned_at']:7.2f}s  {r['op']:<11} started {when}  (+{late:.2f}s)")
+    return (
+        ["", "as run (action starts in plan time, by authority; lateness):", *lines]
+        if lines
+        else []
+    )
+
+
 def write_aborted_report(
     out: Path,
     scenario: Scenario,
@@ -70,7 +86,7 @@ def write_aborted_report(
 ) -> Path:
     """The report of a run that could not be judged: plan, timeline, a failing verdict."""
     plan = _write_plan(out, scenario, names, steps)
-    lines = [*_banner(extra), f"RUN ABORTED: {reason}", *plan]
+    lines = [*_banner(extra), f"RUN ABORTED: {reason}", *plan, *_as_run(ran)]
     (out / "timeline.txt").write_text("\n".join(lines) + "\n")
     _write_verdict(out, scenario, False, reason, [], {"ran": ran, **(extra or {})})
     return out
@@ -157,6 +173,7 @@ def write_report(
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     lines = _banner(extra) + _write_plan(out, scenario, names, steps)
+    lines += _as_run((extra or {}).get("ran", []))
     (out / "timeline.txt").write_text("\n".join(lines) + "\n")
     series = per_second(honest_records, load_start, scenario.duration)
     with (out / "series.csv").open("w", newline="") as f:

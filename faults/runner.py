@@ -6,6 +6,13 @@ authority. The flow calls `begin` as the load starts, `run_due` from its load lo
 returns how long the flow may wait before the next step is due), `load_ended` after the
 load (crashed authorities come back to read their stores), and `judge` once the
 committee drained and its collectors were read.
+
+`run_due` only issues the due steps: each authority's actions run on its own lane
+(faults/lanes.py), so a restart that takes seconds holds up nothing but later actions on
+that same authority. Every action's start is recorded against its planned time, and the
+verdict fails (`schedule`) if one started more than MAX_LATE s late. The backend's
+`ScenarioRun` methods are therefore called from several threads at once, one per
+authority; a backend must allow that.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from faults.checker import Evidence, WorkerEvidence, check_all, verdict
+from faults.checker import Evidence, WorkerEvidence, check_all, check_schedule, verdict
+from faults.lanes import Lanes
 from faults.plan import PlanRunner, Step, resolve, split_network
 from faults.report import write_report
 from faults.scenario import Scenario, ScenarioError, needs_lab
@@ -24,10 +32,16 @@ from worker.config import Parameters
 from worker.core.faults import Byzantine, FaultSettings
 
 Clock = Callable[[], float]
+#: A step whose action starts later than this after its planned time fails the run: the
+#: checker judges liveness by the plan's times, which such a run did not keep.
+MAX_LATE = 1.0
 
 
 class ScenarioRun(Protocol):
-    """What a running committee offers the plan; authorities by index, in committee order."""
+    """What a running committee offers the plan; authorities by index, in committee order.
+
+    Calls for different authorities come from different threads at once (one lane per
+    authority); calls for one authority come one at a time, in plan order."""
 
     #: whether the committee runs on a lab: `set_network` and `crash_machine` work
     on_lab: bool
@@ -106,8 +120,11 @@ class ScenarioRunner:
         self.steps = resolve(scenario, names)
         self._plan = PlanRunner(self.steps)
         self.crashed: set[int] = set()
+        #: each authority's fault settings as the plan has them now (also while crashed)
+        self._settings = {i: FaultSettings() for i in range(len(names))}
         self.ran: list[dict[str, Any]] = []
         self.start = self.end = 0.0
+        self._lanes = Lanes(lambda: self.clock() - self.start)
 
     # -- while the load runs --------------------------------------------------------------
     def begin(self) -> None:
@@ -115,38 +132,50 @@ class ScenarioRunner:
         self.start = self.end = self.clock()
 
     def run_due(self) -> float | None:
-        """Carry out every due step; seconds until the next one (None: the plan is done)."""
+        """Issue every due step; seconds until the next one (None: the plan is done).
+
+        Raises if an action issued earlier failed (the flow then aborts the run)."""
+        self._lanes.raise_failure()
         elapsed = self.clock() - self.start
         for step in self._plan.due(elapsed):
             self.note(f"  {elapsed:6.2f}s  {step.op:<11} {list(step.targets)}  {step.label}")
-            self._apply(step)
-            self.ran.append({"planned_at": step.at, "ran_at": round(elapsed, 3), **step.to_json()})
+            record = {"planned_at": step.at, "ran_at": round(elapsed, 3), **step.to_json()}
+            self.ran.append(record)
+            self._issue(step, record)
         upcoming = self._plan.next_at()
         return None if upcoming is None else max(0.0, upcoming - (self.clock() - self.start))
 
-    def _apply(self, step: Step) -> None:
+    def _issue(self, step: Step, record: dict[str, Any]) -> None:
+        """Hand the step's actions to the lanes of the authorities it affects."""
+        submit = self._lanes.submit
         match step.op:
             case "crash":
+                crash = self.run.crash_machine if step.machine else self.run.crash
                 for i in step.targets:
                     if i not in self.crashed:
-                        if step.machine:
-                            self.run.crash_machine(i)
-                        else:
-                            self.run.crash(i)
                         self.crashed.add(i)
+                        submit(i, record, step.label, crash, i)
             case "restart":
                 for i in step.targets:
                     if i in self.crashed:
-                        self.run.restart(i)
                         self.crashed.discard(i)
+                        submit(i, record, "restart", self._restart, i, self._settings[i])
             case "faults":
                 for i, settings in step.settings.items():
-                    if i not in self.crashed:  # a crashed authority has no worker to tell
-                        self._set_faults(i, settings)
+                    self._settings[i] = settings
+                    if i not in self.crashed:  # a crashed authority gets them at its restart
+                        submit(i, record, "fault settings", self._set_faults, i, settings)
             case "impersonate":
                 assert step.as_authority is not None
                 for i in step.targets:
-                    self.run.impersonate(i, step.as_authority)
+                    submit(i, record, "impersonation", self.run.impersonate, i, step.as_authority)
+
+    def _restart(self, index: int, settings: FaultSettings) -> None:
+        """Back on its stores and keys, with the faults the plan has for it now (a fresh
+        worker starts honest and healthy)."""
+        self.run.restart(index)
+        if not settings.is_clear():
+            self._set_faults(index, settings)
 
     def _set_faults(self, index: int, settings: FaultSettings) -> None:
         if self.scenario.network == "kernel":
@@ -156,12 +185,28 @@ class ScenarioRunner:
         else:
             self.run.set_faults(index, settings)
 
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until every action issued so far ended; False if some still run."""
+        return self._lanes.wait(timeout)
+
     def load_ended(self) -> None:
-        """The load is over: bring crashed authorities back so their stores can be read."""
+        """The load is over: let every issued action end, then bring crashed authorities
+        back (at once) so their stores can be read."""
         self.end = self.clock()
+        self._lanes.wait()
+        self._lanes.raise_failure()
+        restored: dict[str, Any] = {}
         for i in sorted(self.crashed):
-            self.run.restart(i)
+            self._lanes.submit(i, restored, "restart after the load", self.run.restart, i)
+        self._lanes.wait()
+        self._lanes.close()
+        self._lanes.raise_failure()
         self.crashed.clear()
+
+    def schedule(self) -> dict[str, Any]:
+        """How late the steps ran: the latest start after its planned time, and the limit."""
+        delays = [t - r["planned_at"] for r in self.ran for t in r.get("started", {}).values()]
+        return {"max_late_s": round(max(delays, default=0.0), 3), "limit_s": MAX_LATE}
 
     # -- afterwards -----------------------------------------------------------------------
     def byzantine(self) -> set[str]:
@@ -212,10 +257,12 @@ class ScenarioRunner:
             byzantine,
         )
         results = check_all(evidence, self.scenario.expect, self.scenario.expect.allow_empty)
+        results.append(check_schedule(self.ran, MAX_LATE))
         ok, why = verdict(results, self.scenario.expect)
         honest = [r for e in raw if e["authority"] not in byzantine for r in e["records"]]
         details = {
             "ran": self.ran,
+            "schedule": self.schedule(),
             "impersonations": impostors,
             "byzantine": sorted(byzantine),
             **(extra or {}),

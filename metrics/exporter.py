@@ -3,11 +3,14 @@
 prometheus_client's own server starts a thread per connection with no timeout, so idle
 connections could pile up without bound. This one serves at most `max_connections` at a
 time (beyond, a connection is closed at once and counted in `refused`) and gives each
-`timeout` seconds per socket operation.
+`timeout` seconds per socket operation. Its thread sleeps between scrapes (not the
+standard library's poll every half second).
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -18,6 +21,9 @@ from prometheus_client.exposition import _SilentHandler
 
 #: Seconds a scrape connection may stay silent in any one read or write.
 SOCKET_TIMEOUT = 10.0
+#: Seconds the serving thread sleeps between checks for a stop when no scrape comes
+#: (`stop` wakes it at once with a connection of its own).
+POLL_SECONDS = 30.0
 
 
 class _Handler(_SilentHandler):
@@ -68,7 +74,9 @@ class MetricsServer:
         )
         server.slots = threading.BoundedSemaphore(self._max)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(POLL_SECONDS,), daemon=True
+        )
         self._thread.start()
         return self.address
 
@@ -83,7 +91,11 @@ class MetricsServer:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
+            stopping = threading.Thread(target=self._server.shutdown, daemon=True)
+            stopping.start()  # returns once the serving thread saw the request
+            with contextlib.suppress(OSError):  # wake it from its poll
+                socket.create_connection((self.host, self._server.server_port), 1).close()
+            stopping.join(timeout=5)
             self._server.server_close()
             self._server = None
         if self._thread is not None:

@@ -4,9 +4,11 @@ Names follow Prometheus conventions (base units; `_seconds`, `_bytes`, `_total`)
 reuse the later Narwhal versions' names where they fit (`created_batch_size`,
 `created_batch_latency`, `parallel_worker_batches`, `batch_persisted_total`).
 Every series carries `authority` (short key) and `worker`; some add `peer`, `reason`
-or `origin`: nothing of higher cardinality. Hot-path updates are per batch or per
-chunk of transactions; counters that live elsewhere (rejections, queue depths,
-connected peers) are read at scrape time by `LiveCollector`.
+or `origin`: nothing of higher cardinality. Hot-path updates are per batch, per request
+or per read of a client connection, never per transaction; the per-request and per-read
+ones are lock-free tallies (metrics/tally.py) exported under the same names. Counters
+that live elsewhere (rejections, queue depths, connected peers) are read at scrape time
+by `LiveCollector`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from metrics.tally import Tallies, TallyCounter, TallyGauge, TallyHistogram
 
 # `_created` series double the exposition and no dashboard uses them.
 disable_created_metrics()
@@ -75,7 +79,11 @@ class WorkerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.base = {"authority": authority, "worker": str(worker_id)}
         self._children: dict[tuple[object, ...], Any] = {}
+        self._tallies = Tallies()
+        self.registry.register(self._tallies)
         counter, gauge, histogram = self._counter, self._gauge, self._histogram
+        # Updated per request (or per read): lock-free tallies (metrics/tally.py).
+        fast_counter, fast_histogram = self._tally_counter, self._tally_histogram
 
         self.created_batch_size = histogram(
             "created_batch_size_bytes", "Size of sealed batches.", SIZE_BUCKETS, "reason"
@@ -107,31 +115,33 @@ class WorkerMetrics:
         self.quorum_failures = counter(
             "quorum_failures", "Own batches that failed: anti_quorum or timeout.", "reason"
         )
-        self.in_flight = gauge("parallel_worker_batches", "Own batches awaiting quorum.")
-        self.acks = counter("batch_acks", "Acks received, by peer.", "peer")
-        self.ack_latency = histogram(
+        self.in_flight = self._tally_gauge(
+            "parallel_worker_batches", "Own batches awaiting quorum."
+        )
+        self.acks = fast_counter("batch_acks", "Acks received, by peer.", "peer")
+        self.ack_latency = fast_histogram(
             "batch_ack_latency_seconds",
             "From sending a batch to a peer's ack.",
             LATENCY_BUCKETS,
             "peer",
         )
-        self.retries = counter(
+        self.retries = fast_counter(
             "batch_send_retries", "Batch sends re-sent to a peer (failure, timeout).", "peer"
         )
-        self.request_failures = counter(
+        self.request_failures = fast_counter(
             "batch_request_failures",
             "Batch sends that failed, by peer and reason.",
             "peer",
             "reason",
         )
-        self.persisted = counter(
+        self.persisted = fast_counter(
             "batch_persisted", "Batches written to the store, by origin (own / peer).", "origin"
         )
-        self.reported = counter(
+        self.reported = fast_counter(
             "primary_reports", "Digests reported to the primary: our_batch / others_batch.", "kind"
         )
-        self.transactions = counter("transactions_received", "Client transactions received.")
-        self.transaction_bytes = counter(
+        self.transactions = fast_counter("transactions_received", "Client transactions received.")
+        self.transaction_bytes = fast_counter(
             "transactions_received_bytes", "Client transaction bytes received."
         )
         self.sample_latency = histogram(
@@ -159,6 +169,18 @@ class WorkerMetrics:
 
     def _own(self, metric: _M, extra: tuple[str, ...]) -> _M:
         return metric if extra else metric.labels(**self.base)
+
+    def _tally_counter(self, name: str, doc: str, *extra: str) -> Any:
+        family = self._tallies.add(TallyCounter(name, doc, [*BASE_LABELS, *extra]))
+        return family if extra else family.labels(**self.base)
+
+    def _tally_gauge(self, name: str, doc: str, *extra: str) -> Any:
+        family = self._tallies.add(TallyGauge(name, doc, [*BASE_LABELS, *extra]))
+        return family if extra else family.labels(**self.base)
+
+    def _tally_histogram(self, name: str, doc: str, buckets: Iterable[float], *extra: str) -> Any:
+        family = self._tallies.add(TallyHistogram(name, doc, [*BASE_LABELS, *extra], buckets))
+        return family if extra else family.labels(**self.base)
 
     def initialize(self, peers: Iterable[str]) -> None:
         """Create every known series at zero (peers by their short names)."""

@@ -1,8 +1,10 @@
 """Batch maker task: transactions from the intake into sealed batches for the broadcaster.
 
-Drives the BatchMaker core (worker/core/batch_maker.py) with chunks and the trio clock;
-seals on size as transactions arrive and on `max_batch_delay` by timer. The channel to
-the broadcaster is small and bounded, so a busy broadcaster backs up to the intake.
+Drives the BatchMaker core (worker/core/batch_maker.py) with the intake's runs of
+transactions (one list per socket read) and the trio clock; seals on size as runs arrive
+and on `max_batch_delay` by timer. The channel to the broadcaster is small and bounded,
+so a busy broadcaster backs up to the intake. Metrics move once per read, not per
+transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Callable
 import trio
 
 from metrics.worker_metrics import WorkerMetrics
-from worker.core.batch_maker import BatchMaker, SealedBatch, parse_sample
+from worker.core.batch_maker import BatchMaker, SealedBatch
+from worker.wire.transactions import TxRun
 
 
 class BatchMakerTask:
@@ -21,7 +24,7 @@ class BatchMakerTask:
         self,
         batch_size: int,
         max_batch_delay: float,
-        from_intake: trio.MemoryReceiveChannel[list[bytes]],
+        from_intake: trio.MemoryReceiveChannel[list[TxRun]],
         to_broadcaster: trio.MemorySendChannel[SealedBatch],
         metrics: WorkerMetrics,
         clock: Callable[[], float] = trio.current_time,
@@ -39,35 +42,37 @@ class BatchMakerTask:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._timer)
-            async for txs in self._from_intake:
-                await self._add(txs)
+            async for runs in self._from_intake:
+                await self._add(runs)
 
     def taken(self) -> None:
         self.unsubmitted -= 1
 
-    async def _add(self, txs: list[bytes]) -> None:
-        """Add one chunk read off a client connection; blocks while the pipeline is full."""
+    async def _add(self, runs: list[TxRun]) -> None:
+        """Add what one read off a client connection held; blocks while the pipeline is full."""
         now = self._clock()
+        opened = not self.core.pending_count
         ready: list[SealedBatch] = []
-        add = self.core.add
-        for tx in txs:
-            sealed = add(tx, now, parse_sample(tx) if tx[:1] == b"\x00" else None)
-            if sealed is not None:
-                ready.append(sealed)
-        self.transactions += len(txs)
-        self._metrics.transactions.inc(len(txs))
-        self._metrics.transaction_bytes.inc(sum(map(len, txs)))
-        if ready:
-            self._rearmed.set()
+        count = size = 0
+        for run in runs:
+            ready += self.core.add_run(run, now)
+            count += run.count
+            size += run.size
+        self.transactions += count
+        self._metrics.transactions.inc(count)
+        self._metrics.transaction_bytes.inc(size)
+        if ready or opened:
+            self._rearmed.set()  # the timer's deadline moved, or it has one again
         self.unsubmitted += len(ready)
         for batch in ready:
             await self._to_broadcaster.send(batch)
 
     async def _timer(self) -> None:
-        """Seal on `max_batch_delay`; the deadline moves after every seal."""
+        """Seal on `max_batch_delay`; the deadline moves after every seal. Sleeps for good
+        while no batch is open (no wake-up every `max_batch_delay` when idle)."""
         while True:
             self._rearmed = trio.Event()
-            delay = self.core.deadline - self._clock()
+            delay = self.core.wake_at() - self._clock()
             with trio.move_on_after(max(delay, 0.0) if math.isfinite(delay) else math.inf):
                 await self._rearmed.wait()
                 continue

@@ -115,6 +115,7 @@ class Broadcaster:
         self.sealed = {"size": 0, "timeout": 0}
         self.failures: dict[str, int] = {}
         self.unmatched_responses = 0
+        self._tick_scope: trio.CancelScope | None = None  # the tick task's sleep
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -160,7 +161,7 @@ class Broadcaster:
         m.child(m.created_batch_latency, reason=sealed.reason).observe(
             sealed.sealed_at - sealed.opened_at
         )
-        data = wire.encode_batch(sealed.transactions)
+        data = sealed.data
         batch_id = next(self._batch_ids)
         self.inflight[batch_id] = batch = OwnBatch(data, wire.digest(data), sealed)
         self._mark_sent(batch.digest)
@@ -168,11 +169,16 @@ class Broadcaster:
         self._apply(self.quorum.submit(batch_id, trio.current_time()))
 
     async def _tick(self) -> None:
+        """Feed `on_tick` at the core's next deadline. It sleeps until then; `_apply`
+        only moves its wake-up earlier when an answer scheduled an earlier deadline (no
+        wake-up per ack just to re-read the deadline)."""
         while True:
-            deadline = self.quorum.next_deadline()
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
-                await self._changes.wait()
-                continue
+            with trio.CancelScope() as scope:
+                self._tick_scope = scope
+                deadline = self.quorum.next_deadline()
+                scope.deadline = deadline if deadline is not None else math.inf
+                await trio.sleep_forever()
+            self._tick_scope = None
             self._apply(self.quorum.on_tick(trio.current_time()))
 
     def _apply(self, actions: list[Action]) -> None:
@@ -190,7 +196,12 @@ class Broadcaster:
                     for request_id in self.inflight.pop(batch_id).request_ids:
                         self._request_batch.pop(request_id, None)
         self._metrics.in_flight.set(self.quorum.awaiting_quorum)
-        # Even an empty answer may have scheduled a retry: the tick task re-reads deadlines.
+        # Even an empty answer may have scheduled a retry: wake the tick task earlier.
+        scope = self._tick_scope
+        if scope is not None:
+            deadline = self.quorum.next_deadline()
+            if deadline is not None and deadline < scope.deadline:
+                scope.deadline = deadline
         self._changes.notify()
 
     def _send(self, request_id: int, peer: str, batch: OwnBatch) -> None:
@@ -199,11 +210,7 @@ class Broadcaster:
             self._metrics.child(self._metrics.retries, peer=short_name(peer)).inc()
         batch.peers_sent.add(peer)
         data = outgoing_batch(
-            self._behaviour(),
-            batch.data,
-            batch.sealed.transactions,
-            self.peers.index(peer),
-            len(self.peers),
+            self._behaviour(), batch.data, self.peers.index(peer), len(self.peers)
         )
         if data is not batch.data:
             self._mark_sent(wire.digest(data))

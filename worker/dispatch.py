@@ -7,6 +7,7 @@ It never waits on a stage, so acks reach the broadcaster whatever peers' request
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -29,10 +30,12 @@ async def dispatch(
     broadcaster: AckHandler,
     to_processor: trio.MemorySendChannel[RequestReceived],
     refused: Counter[str] | None = None,
+    admit: Callable[[TransportEvent], TransportEvent | None] | None = None,
 ) -> None:
     """Inbound transport events to the stage that owns them, never waiting on a stage:
     acks reach the broadcaster whatever peers' requests do. A request the processor has
-    no room for is answered `Reject("overloaded")` (the sender retries later)."""
+    no room for is answered `Reject("overloaded")` (the sender retries later). `admit`:
+    the link faults' filter (worker/transport/faulty.py), applied inline."""
     refused = Counter() if refused is None else refused
     refusing = 0
 
@@ -45,6 +48,8 @@ async def dispatch(
 
     async with trio.open_nursery() as nursery:
         async for event in events:
+            if admit is not None and (event := admit(event)) is None:  # type: ignore[assignment]
+                continue
             match event:
                 case ResponseReceived():  # an answer to one of our batches
                     broadcaster.on_response(event)

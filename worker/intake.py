@@ -1,5 +1,6 @@
 """Intake: the clients' transactions endpoint (u32-length-prefixed frames, one transaction
-each), handing each chunk read off a connection to the batch maker.
+each), handing what each read off a connection held to the batch maker as runs of
+batch-ready transactions (worker/wire/transactions.py: a burst is converted whole).
 
 Sending to the batch maker blocks while the pipeline is full, so a stalled quorum
 stops this reader and backs up to the client's socket. Clients are not trusted with
@@ -17,8 +18,9 @@ from collections import Counter
 import trio
 
 from worker.config import Parameters
-from worker.streams import STREAM_ERRORS, ConnectionLimit, Deadlines, read_frames, serve_tcp
-from worker.wire.frames import FrameBuffer, FrameError, Truncated
+from worker.streams import STREAM_ERRORS, ConnectionLimit, Deadlines, read_runs, serve_tcp
+from worker.wire.frames import FrameError, Truncated
+from worker.wire.transactions import ClientFrames, TxRun
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ class TransactionIntake:
         host: str,
         port: int,
         max_transaction_size: int,
-        to_batch_maker: trio.MemorySendChannel[list[bytes]],
+        to_batch_maker: trio.MemorySendChannel[list[TxRun]],
         params: Parameters | None = None,
     ) -> None:
         params = params or Parameters()
@@ -56,17 +58,15 @@ class TransactionIntake:
         )
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        buffer = FrameBuffer(self._max)
+        frames = ClientFrames(self._max, self._min)
         try:
             async with stream:
-                while (
-                    frames := await read_frames(stream, buffer, deadlines=self._deadlines)
-                ) is not None:
-                    txs = [tx for tx in frames if len(tx) >= self._min]
-                    if len(txs) != len(frames):
-                        self.rejections["empty_transaction"] += len(frames) - len(txs)
-                    if txs:
-                        await self._to_batch_maker.send(txs)  # type: ignore[arg-type]
+                while (runs := await read_runs(stream, frames, self._deadlines)) is not None:
+                    if frames.refused:
+                        self.rejections["empty_transaction"] += frames.refused
+                        frames.refused = 0
+                    if runs:
+                        await self._to_batch_maker.send(runs)
         except (Truncated, *STREAM_ERRORS) as exc:  # a client that hung up mid-frame
             log.debug("client connection closed: %s", exc)
         except FrameError as exc:

@@ -7,7 +7,8 @@ own authority's workers. Reports arrive through a bounded channel (back-pressure
 than loss) and go out in plain frames; the primary confirms them with a running count,
 and only a confirmed report is `delivered` (the store then forgets it: reports are
 durable until confirmed). Unconfirmed reports are re-sent on the next link, which is
-redialed with backoff whenever one breaks.
+redialed with backoff whenever one breaks. A report lingers up to LINGER for others to
+go out with it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 #: Reports written per send, at most.
 BATCH = 256
+#: Seconds a report waits for others to share its write (and the primary's confirmation):
+#: reports are evidence, not on the quorum path, and one round trip per report would be
+#: most of what a lightly loaded worker does.
+LINGER = 0.05
 #: Reports sent but not yet confirmed, at most (then the connector waits for the primary).
 MAX_UNCONFIRMED = 4096
 #: Seconds the primary may take to send its challenge and each confirmation frame.
@@ -119,6 +124,8 @@ class PrimaryConnector:
             await self._changes.wait_until(lambda: len(self._unconfirmed) < MAX_UNCONFIRMED)
             if not self._unsent:
                 self._unsent.append(await self._rx.receive())
+                if self._rx.statistics().current_buffer_used + 1 < BATCH:
+                    await trio.sleep(LINGER)
             while len(self._unsent) < BATCH:
                 try:
                     self._unsent.append(self._rx.receive_nowait())

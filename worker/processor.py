@@ -2,16 +2,18 @@
 
 A peer's batch is decoded strictly (element limits from the parameters; a large one
 off the event loop, so acks and timers go on meanwhile), stored under its digest
-together with its pending `OthersBatch` report (one write: worker/store.py), and only
+together with its pending `OthersBatch` report (one write: worker/store.py; batches
+that arrive together share one synced write, worker/store_writer.py), and only
 then acked: an ack means "on disk, and reported or to be reported after a restart".
 A store that fails (disk full, no descriptors) is answered `Reject("store_unavailable")`
 (back-pressure) and never ends the worker; an own batch is retried until it is stored.
 Pending reports left by an earlier run are replayed first. Our own batches
 arrive from the broadcaster once they reached quorum; they are stored, reported as
 `OurBatch` and recorded. (A worker configured as Byzantine answers otherwise: the
-decision is `answer_for` in worker/core/faults.py.) Peer requests are handled one task
-each, at most MAX_CONCURRENT_REQUESTS at a time, so a slow store or a slow ack holds
-up no other.
+decision is `answer_for` in worker/core/faults.py.) Peer requests are handled by a
+pool of MAX_CONCURRENT_REQUESTS tasks on the dispatch's channel, so a slow ack (a
+Byzantine delay) holds up no other request, and a request wakes an idle handler
+directly.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from worker.broadcaster import Backlog, OwnBatch
 from worker.changes import Changes
 from worker.core.faults import Byzantine, answer_for
 from worker.core.records import QuorumRecord, Records
-from worker.store import STORE_ERRORS, BatchStore
+from worker.store_writer import StoreUnavailable, StoreWriter
 from worker.transport.base import RequestReceived
 from worker.wire import messages as wire
 from worker.wire.reports import Report, ReportKind
@@ -41,14 +43,10 @@ DECODE_IN_THREAD = 64 * 1024
 STORE_RETRY = (0.05, 2.0)
 
 
-class StoreUnavailable(Exception):
-    """The store refused a write (counted as `store_unavailable`)."""
-
-
 class Processor:
     def __init__(
         self,
-        store: BatchStore,
+        store: StoreWriter,
         worker_id: int,
         max_message_size: int,
         max_transaction_size: int,
@@ -84,23 +82,22 @@ class Processor:
         self.replayed = 0  # pending reports of an earlier run, re-sent at start-up
 
     async def run(self) -> None:
-        await self._replay_pending_reports()
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.store.run)
+            await self._replay_pending_reports()
             nursery.start_soon(self._own_batches)
-            limiter = trio.CapacityLimiter(MAX_CONCURRENT_REQUESTS)
-            async for event in self._from_dispatch:
-                await limiter.acquire_on_behalf_of(event)
-                nursery.start_soon(self._one_request, event, limiter)
+            # A pool of handlers on the dispatch's channel: a request wakes an idle one
+            # directly (no task to spawn, no limiter to pass).
+            for _ in range(MAX_CONCURRENT_REQUESTS):
+                nursery.start_soon(self._handle_requests)
 
-    async def _one_request(self, event: RequestReceived, limiter: trio.CapacityLimiter) -> None:
-        try:
+    async def _handle_requests(self) -> None:
+        async for event in self._from_dispatch:
             await self.handle_request(event)
-        finally:
-            limiter.release_on_behalf_of(event)
 
     async def _replay_pending_reports(self) -> None:
         """Reports of batches stored by an earlier run but never confirmed by the primary."""
-        pending = await trio.to_thread.run_sync(self.store.pending_reports)
+        pending = await trio.to_thread.run_sync(self.store.store.pending_reports)
         for kind, digest in pending:
             await self._report(ReportKind(kind), digest)
         self.replayed = len(pending)
@@ -156,19 +153,23 @@ class Processor:
     async def _persist(self, digest: bytes, data: bytes, origin: str, report: ReportKind) -> None:
         """Batch and pending report in one write; StoreUnavailable if the store refused."""
         try:
-            await trio.to_thread.run_sync(self.store.put, digest, data, int(report))
-        except STORE_ERRORS as exc:
+            await self.store.put(digest, data, int(report))
+        except StoreUnavailable as exc:
             log.warning("store refused a write: %s", exc)
             self.rejections["store_unavailable"] += 1
             self._changes.notify()
-            raise StoreUnavailable from exc
+            raise
         self.persisted[origin] += 1
         self._changes.notify()
         m = self._metrics
         m.child(m.persisted, origin=origin).inc()
 
     async def _report(self, kind: ReportKind, digest: bytes) -> None:
-        await self._to_primary.send(Report(kind, digest, self.worker_id))
+        report = Report(kind, digest, self.worker_id)
+        try:  # no scheduling round trip when there is room
+            self._to_primary.send_nowait(report)
+        except trio.WouldBlock:
+            await self._to_primary.send(report)
         self.reported += 1
         m = self._metrics
         m.child(m.reported, kind=kind.name.lower()).inc()

@@ -1,25 +1,41 @@
 """The worker's batch store: LevelDB (plyvel), digest -> serialized batch message.
 
-Three key spaces in one database: `b/` holds the batches, `s/` marks the digests this
-worker put on the wire (so what it sent before a crash is still known afterwards), and
-`r/` holds the reports to the primary not yet confirmed delivered. A batch and its
-pending report are written in one (synced) write batch, so "stored" implies "will be
-reported": a restarted worker replays `pending_reports()` and the primary connector
-clears each one once the primary confirmed it (docs/guarantees.md).
+Two key spaces in one database: `b/` holds the batches and `r/` the reports to the
+primary not yet confirmed delivered. A batch and its pending report are written in one
+(synced) write batch, so "stored" implies "will be reported": a restarted worker replays
+`pending_reports()` and the primary connector clears each one once the primary confirmed
+it (docs/guarantees.md). Several batches may share one synced write (`put_many`, the
+group commit of worker/store_writer.py).
+
+The digests this worker put on the wire go to `sent.log` beside the database, appended
+unsynced before each send: they must survive the process (a crash), not the machine,
+and an append never waits behind a synced LevelDB write, as a LevelDB put would (older
+stores kept them under `s/`, still read).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import plyvel
+
+from worker.wire.messages import DIGEST_BYTES
 
 #: What a store operation may raise when the disk or the descriptors run out.
 STORE_ERRORS = (plyvel.Error, OSError)
 #: LevelDB keeps this many table files open at most (its default, 1000, could exhaust
 #: the process's descriptors alongside the sockets).
 MAX_OPEN_FILES = 100
+#: LevelDB's memtable size. Its default (4 MiB) means a flush and a compaction every
+#: eight 500 KB batches, which cost 4x the write itself and stall writes once level 0
+#: backs up; at 64 MiB a run flushes rarely. It fills only as batches are written.
+WRITE_BUFFER = 64 << 20
+SENT_LOG = "sent.log"
+
+#: One write: (digest, serialized batch, report kind or None).
+Write = tuple[bytes, bytes, int | None]
 
 
 class BatchStore:
@@ -29,17 +45,36 @@ class BatchStore:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.sync = sync
-        self._db = plyvel.DB(str(self.path), create_if_missing=True, max_open_files=MAX_OPEN_FILES)
+        self._db = plyvel.DB(
+            str(self.path),
+            create_if_missing=True,
+            max_open_files=MAX_OPEN_FILES,
+            write_buffer_size=WRITE_BUFFER,
+        )
         self._batches = self._db.prefixed_db(b"b/")
-        self._sent = self._db.prefixed_db(b"s/")
+        self._legacy_sent = self._db.prefixed_db(b"s/")
         self._reports = self._db.prefixed_db(b"r/")
+        self._sent = os.open(self.path / SENT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def put(self, digest: bytes, serialized: bytes, report: int | None = None) -> None:
         """Store a batch, and with it (same write) the report of kind `report` if given."""
-        with self._db.write_batch(sync=self.sync) as batch:
-            batch.put(b"b/" + digest, serialized)
-            if report is not None:
-                batch.put(b"r/" + bytes([report]) + digest, b"")
+        self.put_many([(digest, serialized, report)])
+
+    def put_many(
+        self, writes: Iterable[Write], delivered: Iterable[tuple[int, bytes]] = ()
+    ) -> None:
+        """Several batches (each with its report) in one write, synced if the store is and
+        there is a batch; reports confirmed `delivered` are forgotten in the same write."""
+        writes = list(writes)
+        if self.closed and not writes:
+            return  # only deletions, after the worker stopped: nothing to lose
+        with self._db.write_batch(sync=self.sync and bool(writes)) as batch:
+            for digest, serialized, report in writes:
+                batch.put(b"b/" + digest, serialized)
+                if report is not None:
+                    batch.put(b"r/" + bytes([report]) + digest, b"")
+            for kind, digest in delivered:
+                batch.delete(b"r/" + bytes([kind]) + digest)
 
     def get(self, digest: bytes) -> bytes | None:
         return self._batches.get(digest)
@@ -58,12 +93,17 @@ class BatchStore:
     def __len__(self) -> int:
         return sum(1 for _ in self.digests())
 
+    # -- digests put on the wire --------------------------------------------------------
     def mark_sent(self, digest: bytes) -> None:
         """Unsynced: it must survive the process (a crash), not the machine."""
-        self._sent.put(digest, b"")
+        os.write(self._sent, digest)
 
     def sent_digests(self) -> Iterator[bytes]:
-        with self._sent.iterator(include_value=False) as it:
+        data = (self.path / SENT_LOG).read_bytes()
+        whole = len(data) - len(data) % DIGEST_BYTES  # a crash may cut the last record
+        for i in range(0, whole, DIGEST_BYTES):
+            yield data[i : i + DIGEST_BYTES]
+        with self._legacy_sent.iterator(include_value=False) as it:
             yield from it
 
     # -- reports not yet confirmed by the primary ---------------------------------------
@@ -74,11 +114,7 @@ class BatchStore:
 
     def reports_delivered(self, reports: Iterable[tuple[int, bytes]]) -> None:
         """Unsynced: losing a deletion only repeats a report (the primary keeps sets)."""
-        if self.closed:
-            return
-        with self._reports.write_batch() as batch:
-            for kind, digest in reports:
-                batch.delete(bytes([kind]) + digest)
+        self.put_many((), reports)
 
     @property
     def closed(self) -> bool:
@@ -87,3 +123,4 @@ class BatchStore:
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()
+            os.close(self._sent)

@@ -37,6 +37,7 @@ from worker.misbehaviour import Misbehaviour
 from worker.primary_connector import PrimaryConnector
 from worker.processor import Processor
 from worker.store import BatchStore
+from worker.store_writer import StoreWriter
 from worker.transport.base import (
     RequestReceived,
     Transport,
@@ -45,6 +46,7 @@ from worker.transport.factory import libp2p_key_dir, make_transport
 from worker.transport.faulty import FaultyTransport
 from worker.wire import messages as wire
 from worker.wire.reports import Report
+from worker.wire.transactions import TxRun
 
 __all__ = ["Worker", "dispatch", "libp2p_key_dir", "make_transport"]
 
@@ -85,7 +87,7 @@ class Worker:
         self._network = transport or make_transport(
             committee, name, worker_id, params, keypair, libp2p_key_dir(self.store_dir)
         )
-        self.transport = FaultyTransport(self._network, self.link_plan)
+        self.transport = FaultyTransport(self._network, self.link_plan, inline=True)
         self.peers = [peer for peer, _ in committee.peer_workers(name, worker_id)]
         self.changes, self._faults_changed = Changes(), Changes()
         self.records = Records()
@@ -128,8 +130,8 @@ class Worker:
         request_ids = itertools.count(time.time_ns())
         backlog = Backlog()
         behaviour = self._behaviour
-        # Intake: clients' transactions, one chunk per socket read.
-        to_batch_maker, from_intake = trio.open_memory_channel[list[bytes]](0)
+        # Intake: clients' transactions, batch-ready runs of them per socket read.
+        to_batch_maker, from_intake = trio.open_memory_channel[list[TxRun]](0)
         tx_host, tx_port = self.addresses.transactions_hostport
         intake = TransactionIntake(tx_host, tx_port, p.max_transaction_size, to_batch_maker, p)
         # Batch maker: chunks into sealed batches, by size or on the batch timer.
@@ -158,8 +160,9 @@ class Worker:
         # Processor: peers' batches (stored, reported, then acked) and ours at quorum.
         to_processor, from_dispatch = trio.open_memory_channel[RequestReceived](p.channel_capacity)
         to_primary, from_processor = trio.open_memory_channel[Report](p.channel_capacity)
+        store_writer = StoreWriter(store)
         processor = Processor(
-            store,
+            store_writer,
             self.worker_id,
             p.max_message_size,
             p.max_transaction_size,
@@ -183,7 +186,7 @@ class Worker:
             changes,
             keypair=self._keypair,
             worker_id=self.worker_id,
-            delivered=lambda done: store.reports_delivered((r.kind, r.digest) for r in done),
+            delivered=lambda done: store_writer.reports_delivered((r.kind, r.digest) for r in done),
         )
         # Misbehaviour: flooding and replay, while the fault settings ask for them.
         misbehaviour = Misbehaviour(
@@ -211,7 +214,12 @@ class Worker:
             async with trio.open_nursery() as nursery:
                 self._address = await nursery.start(self.transport.serve)
                 nursery.start_soon(
-                    dispatch, self.transport.events, broadcaster, to_processor, processor.rejections
+                    dispatch,
+                    self.transport.events,
+                    broadcaster,
+                    to_processor,
+                    processor.rejections,
+                    self.transport.admit,
                 )
                 for stage in (connector, processor, misbehaviour, broadcaster, batch_maker):
                     nursery.start_soon(stage.run)
@@ -321,6 +329,10 @@ class Worker:
             "persisted": dict(proc.persisted) if proc else {},
             "rejections": {k: dict(v) for k, v in self._rejections().items()},
             "unmatched_responses": bc.unmatched_responses if bc else 0,
+            # group commit: batches stored, and the synced writes that carried them
+            "store_writes": (
+                {"batches": proc.store.writes, "commits": proc.store.commits} if proc else {}
+            ),
         }
 
     def records_json(self) -> list[dict[str, Any]]:

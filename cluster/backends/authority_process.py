@@ -26,13 +26,18 @@ READY = 0
 
 
 def _commands(host: AuthorityHost) -> dict[str, Callable[..., Awaitable[Any]]]:
+    async def learn(peers: dict[int, dict[str, str]]) -> None:
+        host.learn(peers)
+
     return {
         "discover": host.discover,
+        "learn": learn,
+        "linked": host.linked,
+        "freeze": host.freeze,
         "progress": host.progress,
         "set_faults": host.set_faults,
         "impersonate": host.impersonate,
         "drain": host.drain,
-        "digests": host.digests,
         "collect": host.collect,
         "evidence": host.evidence,
     }

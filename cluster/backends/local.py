@@ -4,8 +4,10 @@ Each authority's process (cluster/backends/authority_process.py) holds its colle
 its workers, so the committee uses every core; the load clients run as trio tasks on a
 thread of the driver. A crash kills the authority's process; the collector's digests,
 which stand for the primary (a process of its own in Narwhal, which a worker crash
-leaves alone), are read just before and kept for the checker. A restart spawns a fresh
-process on the same stores and keys, on the same committee entry, and rediscovers it.
+leaves alone), are read just before (the collector stopped first) and kept for the
+checker. A restart spawns a fresh process on the same stores and keys, on the same
+committee entry, and rediscovers it. Scenario steps call in from one thread per
+authority (faults/lanes.py), so every handle is safe to share between threads.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
 from cluster.backends.authority_process import READY, authority_process
-from cluster.backends.digests import merge_digests
+from cluster.backends.crashed import Crashed
 from cluster.committee import make_local_committee
 from cluster.experiment import ExperimentConfig
 from cluster.load_client import run_load_client
@@ -36,10 +37,16 @@ from worker.keys import KeyPair, short_name
 
 log = logging.getLogger(__name__)
 CALL_TIMEOUT = 60.0
+#: seconds a restarted authority waits for its links before looking again at who is up
+REDISCOVERY_SLICE = 2.0
 
 
 class AuthorityProcess:
-    """The driver's handle on one authority's process: send commands, await their answers."""
+    """The driver's handle on one authority's process: send commands, await their answers.
+
+    Several threads may talk to one process at once (the scenario runner's lanes, one per
+    authority, and a restart's rediscovery, which tells every peer): sends are serialised,
+    and one reader thread files every answer under its request id for whoever waits."""
 
     def __init__(self, ctx: Any, key: KeyPair, committee_json: str, params_json: str, store: str):
         self.name = key.name
@@ -52,39 +59,56 @@ class AuthorityProcess:
         self.proc.start()
         child.close()
         self._next = READY + 1
+        self._send = threading.Lock()
+        self._filed = threading.Condition()
         self._answers: dict[int, tuple[bool, Any]] = {}
+        self._closed = False
         self.infos: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, name=f"answers-{key.name[:8]}", daemon=True).start()
+
+    def _read(self) -> None:
+        """File answers until the pipe ends (the process exited, or was killed)."""
+        while True:
+            try:
+                got, ok, value = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            with self._filed:
+                self._answers[got] = (ok, value)
+                self._filed.notify_all()
+        with self._filed:
+            self._closed = True
+            self._filed.notify_all()
 
     def submit(self, command: str, *args: Any) -> int:
-        request, self._next = self._next, self._next + 1
-        self.conn.send((request, command, args))
+        with self._send:
+            request, self._next = self._next, self._next + 1
+            self.conn.send((request, command, args))
         return request
 
     def answer(self, request: int, timeout: float, what: str) -> Any:
         """Wait for the answer to `request` (or the process's death, or `timeout`)."""
         deadline = time.monotonic() + timeout
-        while request not in self._answers:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{what}: {short_name(self.name)} silent for {timeout:g} s")
-            ready = wait([self.conn, self.proc.sentinel], remaining)
-            if self.conn in ready:  # an answer (or the pipe's end) is read before a death
-                try:
-                    got, ok, value = self.conn.recv()
-                except EOFError:
-                    self._died(what)
-                self._answers[got] = (ok, value)
-            elif ready:
-                self._died(what)
-        ok, value = self._answers.pop(request)
+        with self._filed:
+            while request not in self._answers:
+                remaining = deadline - time.monotonic()
+                if self._closed:  # every answer sent before the end was filed first
+                    break
+                if remaining <= 0:
+                    raise TimeoutError(f"{what}: {short_name(self.name)} silent for {timeout:g} s")
+                self._filed.wait(remaining)
+            found = self._answers.pop(request, None)
+        if found is None:
+            self._died(what)
+        ok, value = found
         if not ok:
             raise RuntimeError(f"{what}: {short_name(self.name)} failed: {value}")
         return value
 
-    def _died(self, what: str) -> None:
+    def _died(self, what: str) -> NoReturn:
         self.proc.join(5)
         code = self.proc.exitcode
-        raise RuntimeError(f"{what}: {short_name(self.name)} exited (code {code})")
+        raise ProcessGone(f"{what}: {short_name(self.name)} exited (code {code})")
 
     def call(self, command: str, *args: Any, timeout: float = CALL_TIMEOUT) -> Any:
         return self.answer(self.submit(command, *args), timeout, command)
@@ -116,6 +140,10 @@ class AuthorityProcess:
             p.conn.close()
 
 
+class ProcessGone(RuntimeError):
+    """The authority's process ended before it answered (killed by a crash, or died)."""
+
+
 class LocalBackend:
     name = "local"
     #: local processes share one network namespace: no kernel faults, no machine to crash
@@ -126,7 +154,7 @@ class LocalBackend:
         self.names: list[str] = []
         self._store_root: Path | None = None
         self._remove_stores = False
-        self._lost: dict[str, dict[str, Any]] = {}
+        self._crashed = Crashed()
         self._impostors: list[tuple[AuthorityProcess, int]] = []
         self._load: threading.Thread | None = None
         self._clients: list[dict[str, Any]] = []
@@ -160,27 +188,48 @@ class LocalBackend:
             str(self._store_root / short_name(self.names[index]).replace("/", "_")),
         )
 
-    def discover(self, fresh: set[int] | None = None) -> None:
-        """Everyone learns the `fresh` authorities' addresses (default all); the fresh ones
-        learn everyone's. Waits until every live worker is linked to every live peer."""
-        fresh = set(self.procs) if fresh is None else fresh
+    def _addresses(self) -> dict[int, dict[str, str]]:
+        """Every running worker's listen address: worker id -> authority -> address."""
         addresses: dict[int, dict[str, str]] = {}
-        for proc in self.procs.values():
+        for proc in list(self.procs.values()):
             for info in proc.infos:
                 addresses.setdefault(info["worker_id"], {})[info["authority"]] = info[
                     "worker_to_worker"
                 ]
+        return addresses
+
+    def discover(self) -> None:
+        """Every live worker learns every peer's address; returns once all are linked."""
+        addresses = self._addresses()
         live = [p.name for p in self.procs.values()]
-        fresh_names = {self.names[i] for i in fresh}
-        calls = []
-        for i, proc in self.procs.items():
-            peers = {
-                wid: {a: addr for a, addr in by.items() if i in fresh or a in fresh_names}
-                for wid, by in addresses.items()
-            }
-            calls.append((proc, proc.submit("discover", peers, live, self.timeout)))
+        calls = [
+            (p, p.submit("discover", addresses, live, self.timeout)) for p in self.procs.values()
+        ]
         for proc, request in calls:
             proc.answer(request, self.timeout + 10, "discovery")
+
+    def _rediscover(self, index: int, timeout: float) -> None:
+        """A restarted authority and its peers learn each other's addresses; returns once
+        it is linked to every peer that is still up. Peers may crash meanwhile (other
+        lanes of the scenario runner): they are left out, not waited for."""
+        fresh = self.procs[index]
+        addresses = self._addresses()
+        news = {info["worker_id"]: {fresh.name: info["worker_to_worker"]} for info in fresh.infos}
+        calls = [(fresh, fresh.submit("learn", addresses))]
+        calls += [(p, p.submit("learn", news)) for i, p in list(self.procs.items()) if i != index]
+        for proc, request in calls:
+            with contextlib.suppress(ProcessGone):  # crashed meanwhile: nothing to tell
+                proc.answer(request, timeout, "learning addresses")
+        deadline = time.monotonic() + timeout
+        while True:
+            up = [p.name for i, p in list(self.procs.items()) if i != index]
+            missing = set(fresh.call("linked", up, REDISCOVERY_SLICE, timeout=timeout))
+            missing &= {p.name for p in list(self.procs.values())}  # still up now
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(sorted(short_name(m) for m in missing))
+                raise TimeoutError(f"restart of {short_name(fresh.name)}: not linked to {names}")
 
     def metrics_targets(self) -> list[MetricsTarget]:
         return [
@@ -231,15 +280,17 @@ class LocalBackend:
 
     # -- scenario steps (faults.runner.ScenarioRun) ----------------------------------------
     def crash(self, index: int) -> None:
+        """Kill the authority's process; what its collector received is read first (and
+        the collector stopped, so nothing is confirmed that the read does not show)."""
         proc = self.procs.pop(index)
-        digests = proc.call("digests")
-        self._lost[proc.name] = merge_digests(self._lost.get(proc.name, {}), digests)
+        self._crashed.keep(proc.name, proc.call("freeze"))
         proc.kill()
 
     def restart(self, index: int) -> None:
-        proc = self.procs[index] = self._spawn(index)
+        proc = self._spawn(index)
         proc.infos = proc.answer(READY, CALL_TIMEOUT, "restarting")
-        self.discover({index})
+        self.procs[index] = proc
+        self._rediscover(index, CALL_TIMEOUT)
 
     def crash_machine(self, index: int) -> None:
         raise ScenarioError("lab_required", "a machine crash needs a lab (docs/lab.md)")
@@ -253,7 +304,7 @@ class LocalBackend:
     def impersonate(self, index: int, victim: int) -> None:
         proc = self.procs[index]
         peers: dict[int, dict[str, str]] = {}
-        for other in self.procs.values():
+        for other in list(self.procs.values()):
             for info in other.infos:
                 peers.setdefault(info["worker_id"], {})[other.name] = info["worker_to_worker"]
         self._impostors.append((proc, proc.submit("impersonate", self.names[victim], peers)))
@@ -264,7 +315,11 @@ class LocalBackend:
 
     def evidence(self) -> list[dict[str, Any]]:
         calls = [(p, p.submit("evidence")) for p in self.procs.values()]
-        return [e for p, r in calls for e in p.answer(r, CALL_TIMEOUT, "evidence")]
+        return [
+            self._crashed.evidence(e)
+            for p, r in calls
+            for e in p.answer(r, CALL_TIMEOUT, "evidence")
+        ]
 
     # -- drain, collect, stop -------------------------------------------------------------
     def drain(self, timeout: float) -> bool:
@@ -274,10 +329,9 @@ class LocalBackend:
     def collect(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
         calls = [(p, p.submit("collect", 5.0)) for p in self.procs.values()]
         results = [p.answer(r, 30, "collect") for p, r in calls]
-        workers = [w for r in results for w in r["workers"]]
+        workers = [self._crashed.worker(w) for r in results for w in r["workers"]]
         collectors = {
-            r["authority"]: merge_digests(self._lost.get(r["authority"], {}), r["collector"])
-            for r in results
+            r["authority"]: self._crashed.collector(r["authority"], r["collector"]) for r in results
         }
         return workers, collectors
 

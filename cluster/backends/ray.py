@@ -1,10 +1,13 @@
-"""The Ray backend: the committee as Ray actors (cluster/ray/), one per worker and collector.
+"""The Ray backend: the committee as Ray actors (cluster/ray/), one process per authority
+and node it uses (its collector and its workers there), and one load process per node.
 
 Deploy connects to Ray (an embedded instance, or a cluster by address), places one
-authority per Ray node where there are enough, and starts the actors; the clients are
-actors next to their workers. A crash is a `ray.kill` of the authority's worker actors
-(its collector, the primary's side, lives on); a restart is fresh actors on the same
-Ray node with the same stores and keys, rediscovered. An embedded Ray is shut down on stop.
+authority per Ray node where there are enough, and starts the actors; the clients run in
+a load actor on their workers' node. A crash is a `ray.kill` of the authority's host
+actors, its collector (the primary's side) read and stopped first, as on the local
+backend; a restart is fresh hosts on the same Ray nodes with the same stores and keys,
+rediscovered. Scenario steps call in from one thread per authority (faults/lanes.py).
+An embedded Ray is shut down on stop.
 
 On a lab (`lab` or $NARWHAL_LAB: its state dir) the driver joins the lab's Ray through Ray
 Client, and the backend can also fault the network in the kernel and crash whole machines
@@ -21,10 +24,10 @@ from typing import Any
 
 import ray
 
-from cluster.backends.digests import merge_digests
+from cluster.backends.crashed import Crashed
 from cluster.backends.lab_network import LabNetwork, lab_dir
 from cluster.experiment import ExperimentConfig
-from cluster.ray.committee import RayCommittee, WorkerSlot, get_within
+from cluster.ray.committee import RayCommittee, get_within
 from cluster.ray.connect import connect
 from cluster.ray.load import RayLoad
 from cluster.ray.placement import Placement, RayNode, alive_nodes, plan_placement
@@ -73,21 +76,18 @@ class RayBackend:
             address = self.lab.ray_address
         #: None: an embedded local Ray; "auto", host:port or ray://: join that cluster.
         self.address, self.num_cpus = address, num_cpus
-        self._lost: dict[str, dict[str, Any]] = {}
+        self._crashed = Crashed()
         self._machines_down: dict[int, tuple[str, ...]] = {}
         self.committee: RayCommittee | None = None
         self._connected = False
         self._load: RayLoad | None = None
-        self._impostors: list[tuple[str, Any]] = []
+        self._impostors: list[Any] = []
         self._remove_stores = True
 
     @property
     def _c(self) -> RayCommittee:
         assert self.committee is not None, "not deployed"
         return self.committee
-
-    def _slots(self, index: int) -> list[WorkerSlot]:
-        return self._c.workers_of(self._c.authorities[index].name)
 
     # -- deploy and discover ----------------------------------------------------------------
     def deploy(self, cfg: ExperimentConfig, note: Callable[[str], None]) -> list[str]:
@@ -122,7 +122,7 @@ class RayBackend:
         lab.bind([a.name for a in c.authorities], ips, ports)
 
     def discover(self) -> None:
-        self._c.discover(self._c.live_workers, self.timeout)
+        self._c.discover(self.timeout)
 
     def metrics_targets(self) -> list[MetricsTarget]:
         return metrics_targets(self._c)
@@ -158,18 +158,15 @@ class RayBackend:
         return self.lab
 
     def crash(self, index: int) -> None:
-        for slot in self._slots(index):
-            if slot.actor is not None:
-                self._c.kill_worker(slot.authority, slot.worker_id)
+        name = self._c.authorities[index].name
+        self._crashed.keep(name, self._c.crash_authority(name, CALL_TIMEOUT))
 
     def crash_machine(self, index: int) -> None:
         """Every process of the authority's machine(s) killed at once, its collector too: what
         the collector already received is read first (the primary's records survive)."""
         lab = self._on_lab("a machine crash")
         auth = self._c.authorities[index]
-        if auth.collector is not None:
-            digests = get_within(auth.collector.results.remote(), CALL_TIMEOUT, "collector")
-            self._lost[auth.name] = merge_digests(self._lost.get(auth.name, {}), digests["digests"])
+        self._crashed.keep(auth.name, self._c.freeze_authority(auth.name, CALL_TIMEOUT))
         self._machines_down[index] = lab.crash(index)
         self._c.lose_authority(auth.name)
 
@@ -177,9 +174,7 @@ class RayBackend:
         """Boot the machines again, wait for their new Ray nodes, re-home the authority."""
         lab = self._on_lab("a machine restart")
         c, name = self._c, self._c.authorities[index].name
-        old = {
-            n.node_id: n for n in [c.authorities[index].node, *(s.node for s in c.workers_of(name))]
-        }
+        old = {h.node.node_id: h.node for h in c.authorities[index].hosts}
         for m in machines:
             lab.restart(m)
         deadline = time.monotonic() + REJOIN_TIMEOUT
@@ -190,46 +185,37 @@ class RayBackend:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{machines}: no new Ray node within {REJOIN_TIMEOUT:g} s")
             time.sleep(0.5)  # polling Ray's node table: no event to await from the driver
-        c.rehome_authority(name, moves, CALL_TIMEOUT)
+        c.rehome_authority(name, moves)
 
     def restart(self, index: int) -> None:
         machines = self._machines_down.pop(index, None)
         if machines is not None:
             self._rejoin(index, machines)
-        for slot in self._slots(index):
-            if slot.actor is None:
-                self._c.restart_worker(slot.authority, slot.worker_id, CALL_TIMEOUT)
+        self._c.restart_authority(self._c.authorities[index].name, CALL_TIMEOUT)
 
     def set_faults(self, index: int, settings: FaultSettings) -> None:
-        refs = [
-            slot.actor.set_faults.remote(settings.model_dump_json())
-            for slot in self._slots(index)
-            if slot.actor is not None
-        ]
-        get_within(refs, CALL_TIMEOUT, "applying fault settings")
+        name = self._c.authorities[index].name
+        self._c.set_faults(name, settings.model_dump_json(), CALL_TIMEOUT)
 
     def set_network(self, index: int, settings: FaultSettings) -> None:
         self._on_lab("network: kernel").apply(index, settings)
 
     def impersonate(self, index: int, victim: int) -> None:
         victim_name = self._c.authorities[victim].name
-        for slot in self._slots(index):
-            peers = {
-                p.authority: p.info["worker_to_worker"]
-                for p in self._c.workers
-                if p.worker_id == slot.worker_id and p.info
-            }
-            self._impostors.append((slot.label, slot.actor.impersonate.remote(victim_name, peers)))
+        peers: dict[int, dict[str, str]] = {}
+        for p in self._c.workers:
+            if p.info:
+                peers.setdefault(p.worker_id, {})[p.authority] = p.info["worker_to_worker"]
+        for h in self._c.authorities[index].hosts:
+            if h.actor is not None:
+                self._impostors.append(h.actor.impersonate.remote(victim_name, peers))
 
     def impersonations(self) -> list[dict[str, Any]]:
-        return [
-            {"by": by, **get_within(ref, CALL_TIMEOUT, "impersonation")}
-            for by, ref in self._impostors
-        ]
+        done = [get_within(ref, CALL_TIMEOUT, "impersonation") for ref in self._impostors]
+        return [attempt for attempts in done for attempt in attempts]
 
     def evidence(self) -> list[dict[str, Any]]:
-        slots = self._c.running_workers
-        return get_within([s.actor.evidence.remote() for s in slots], CALL_TIMEOUT, "evidence")
+        return [self._crashed.evidence(e) for e in self._c.evidence(CALL_TIMEOUT)]
 
     # -- drain, collect, stop -------------------------------------------------------------
     def drain(self, timeout: float) -> bool:
@@ -237,11 +223,8 @@ class RayBackend:
 
     def collect(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
         workers, collectors = self._c.collect(CALL_TIMEOUT)
-        return workers, {  # a crashed machine's collector: what it had before, and since
-            name: merge_digests(self._lost[name], c["digests"])
-            if name in self._lost
-            else c["digests"]
-            for name, c in collectors.items()
+        return [self._crashed.worker(w) for w in workers], {
+            name: self._crashed.collector(name, c["digests"]) for name, c in collectors.items()
         }
 
     def placement(self) -> tuple[dict[str, dict[str, Any]], str | None]:
@@ -259,7 +242,7 @@ class RayBackend:
                 self._load.stop()
             if self.committee is not None:
                 stopped = self.committee.stop(remove_stores=self._remove_stores)
-                if not all(s["store_closed"] for s in stopped):
+                if not all(s["stores_closed"] for s in stopped):
                     log.warning("some worker did not stop cleanly: %s", stopped)
         finally:
             self.committee = self._load = None

@@ -1,4 +1,5 @@
-"""The load on Ray: one client actor per live worker, on its node, all started together."""
+"""The load on Ray: one client per live worker, all of a node's in one load actor there,
+all started together."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
-from cluster.ray.client_actor import LoadClientActor
-from cluster.ray.committee import RayCommittee, get_within
+from cluster.ray.committee import RayCommittee, WorkerSlot, get_within
+from cluster.ray.load_actor import LoadActor
 from cluster.ray.placement import pinned
 
 log = logging.getLogger(__name__)
@@ -19,31 +20,37 @@ class RayLoad:
     def __init__(self, committee: RayCommittee, timeout: float = 60.0) -> None:
         self.committee = committee
         self.slots = committee.live_workers
-        self.actors = [
-            ray.remote(LoadClientActor)
-            .options(num_cpus=0, scheduling_strategy=pinned(slot.node))
+        #: node id -> the workers whose clients run there
+        self.by_node: dict[str, list[WorkerSlot]] = {}
+        for slot in self.slots:
+            self.by_node.setdefault(slot.node.node_id, []).append(slot)
+        self.actors = {
+            node_id: ray.remote(LoadActor)
+            .options(num_cpus=0, scheduling_strategy=pinned(slots[0].node))
             .remote()
-            for slot in self.slots
-        ]
+            for node_id, slots in self.by_node.items()
+        }
         # Every client process is up before any sends: the load starts together.
         self.pids = get_within(
-            [a.ready.remote() for a in self.actors], timeout, "starting the clients"
+            [a.ready.remote() for a in self.actors.values()], timeout, "starting the clients"
         )
-        self._refs: list[Any] = []
+        self._refs: dict[str, Any] = {}
         self._pending: list[Any] = []
 
     def start(self, rate: int, tx_size: int, duration: float) -> None:
         """Every client sends `rate` tx/s for `duration` s."""
-        self._refs = [
-            actor.run.remote(slot.info["transactions"], rate, tx_size, duration)
-            for slot, actor in zip(self.slots, self.actors, strict=True)
-        ]
-        self._pending = list(self._refs)
+        self._refs = {
+            node_id: self.actors[node_id].run.remote(
+                [s.info["transactions"] for s in slots], rate, tx_size, duration
+            )
+            for node_id, slots in self.by_node.items()
+        }
+        self._pending = list(self._refs.values())
 
     def wait(self, timeout: float) -> list[dict[str, Any]] | None:
         """The clients' reports once all are done, or None after `timeout` s.
 
-        A client whose machine crashed (a lab machine crash) has no report: it is left out.
+        Clients whose machine crashed (a lab machine crash) have no report: left out.
         """
         if self._pending:
             _, self._pending = ray.wait(
@@ -52,11 +59,12 @@ class RayLoad:
         if self._pending:
             return None
         reports = []
-        for slot, ref in zip(self.slots, self._refs, strict=True):
+        for node_id, ref in self._refs.items():
             try:
-                reports.append(ray.get(ref))
+                reports += ray.get(ref)
             except RayActorError:
-                log.warning("the load client of %s died with its machine", slot.label)
+                labels = ", ".join(s.label for s in self.by_node[node_id])
+                log.warning("the load clients of %s died with their machine", labels)
         return reports
 
     def run(self, rate: int, tx_size: int, duration: float) -> list[dict[str, Any]]:
@@ -67,6 +75,6 @@ class RayLoad:
         return reports
 
     def stop(self) -> None:
-        for actor in self.actors:
+        for actor in self.actors.values():
             ray.kill(actor, no_restart=True)
-        self.actors = []
+        self.actors = {}

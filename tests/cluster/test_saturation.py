@@ -124,3 +124,14 @@ def test_a_problem_in_the_flow_fails_the_run() -> None:
     result = _result(0.4)
     result.problems.append("drain still running after 25 s")
     assert not result.ok
+
+
+def test_a_scenario_s_report_and_summary_judge_delivery_alike() -> None:
+    """The scenario's report takes its figures before the verdict exists: a run marked
+    `faulted` (as the flow does before judging) is not judged on delivery either."""
+    result = _result(0.4)
+    for w in result.workers[1:]:
+        w["records"] = []  # three of four authorities delivered nothing
+    assert result.load_figures()["saturated"]
+    result.faulted = True
+    assert result.load_figures()["saturated"] is False

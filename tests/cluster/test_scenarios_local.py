@@ -4,6 +4,7 @@ plan to verdict (the Ray backend runs one scenario in tests/cluster/ray/)."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import yaml
 
 from cluster.backends.local import LocalBackend
 from cluster.experiment import ExperimentConfig, run_experiment
+from cluster.results import RunResult
 from faults.scenario import LIBRARY, Scenario
+from worker.core.faults import FaultSettings
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +29,7 @@ def shortened(name: str, duration: float, at: list[float], rate: int = 2000) -> 
     return Scenario.model_validate(data)
 
 
-def _run(scenario: Scenario, out: Path) -> dict[str, Any]:
+def _run(scenario: Scenario, out: Path, results: list[RunResult] | None = None) -> dict[str, Any]:
     result = run_experiment(
         ExperimentConfig.for_scenario(scenario), LocalBackend(), scenario=scenario, out_dir=out
     )
@@ -34,6 +37,8 @@ def _run(scenario: Scenario, out: Path) -> dict[str, Any]:
     assert result.scenario.ok, result.scenario.checks
     summary = result.summary()
     assert summary["backend"] == "local" and summary["scenario"]["pass"]
+    if results is not None:
+        results.append(result)
     return json.loads((out / "verdict.json").read_text())
 
 
@@ -43,10 +48,16 @@ def test_baseline_passes_every_check(tmp_path: Path) -> None:
 
 
 def test_one_crash_restarts_on_its_store_and_keeps_quorum(tmp_path: Path) -> None:
-    verdict = _run(shortened("one-crash", 8, [2, 5]), tmp_path)
+    results: list[RunResult] = []
+    verdict = _run(shortened("one-crash", 8, [2, 5]), tmp_path, results)
     assert [s["op"] for s in verdict["ran"]] == ["crash", "restart"]
     durable = {c["name"]: c for c in verdict["checks"]}["acked_batches_survive_restarts"]
     assert durable["ok"] and "(1 restarted)" in durable["evidence"]
+    # The victim's quorum records from before its crash (in memory only) were kept.
+    crash_at = verdict["ran"][0]["started"][str(verdict["ran"][0]["targets"][0])]
+    (victim,) = [w for w in results[0].workers if w["crashes"] == 1]
+    start = min(c["started_at"] for c in results[0].clients)
+    assert any(r["quorum_at"] - start < crash_at for r in victim["records"])
 
 
 def test_minority_partition_is_healed_and_quorum_never_pauses(tmp_path: Path) -> None:
@@ -59,3 +70,41 @@ def test_impersonation_is_refused_by_the_libp2p_handshake(tmp_path: Path) -> Non
     verdict = _run(shortened("impersonation", 5, [2]), tmp_path)
     assert [s["op"] for s in verdict["ran"]] == ["impersonate"]
     assert verdict["impersonations"], verdict
+
+
+class HeldRestart(LocalBackend):
+    """A restart that cannot finish before the next step, on another authority, started:
+    were steps carried out one after another, this run would never get past it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next_step = threading.Event()
+
+    def restart(self, index: int) -> None:
+        if not self.next_step.wait(30):
+            raise AssertionError("the step after the restart waited for the restart")
+        super().restart(index)
+
+    def set_faults(self, index: int, settings: FaultSettings) -> None:
+        super().set_faults(index, settings)
+        self.next_step.set()
+
+
+def test_a_restart_holds_up_no_later_step(tmp_path: Path) -> None:
+    schedule = [
+        {"at": 1, "action": "crash", "targets": [0]},
+        {"at": 2, "action": "restart", "targets": [0]},
+        {"at": 3, "action": "link", "targets": [1], "fault": {"delay": 0.01}},
+    ]
+    data: dict[str, Any] = yaml.safe_load((LIBRARY / "one-crash.yaml").read_text())
+    scenario = Scenario.model_validate(
+        {**data, "duration": 6, "load": {"rate": 2000, "tx_size": 512}, "schedule": schedule}
+    )
+    cfg = ExperimentConfig.for_scenario(scenario)
+    result = run_experiment(cfg, HeldRestart(), scenario=scenario, out_dir=tmp_path)
+    assert result.scenario is not None and result.scenario.ok, result.scenario.checks
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    restart, link = verdict["ran"][1:]
+    assert link["ended"]["1"] <= restart["ended"]["0"]  # the link step ran during the restart
+    assert {c["name"]: c["ok"] for c in verdict["checks"]}["schedule"]
+    assert verdict["schedule"]["max_late_s"] <= verdict["schedule"]["limit_s"]

@@ -29,13 +29,14 @@ def test_an_aborted_run_writes_its_plan_and_a_failing_verdict(tmp_path: Path) ->
     scenario = _scenario()
     steps = resolve(scenario, NAMES)
     extra = {"saturated": True, "saturation": ["machine CPU 97% busy over the load"]}
-    ran = [{"planned_at": 1.0, "ran_at": 1.2, "op": "crash"}]
+    ran = [{"planned_at": 1.0, "ran_at": 1.2, "op": "crash", "started": {"3": 1.25}}]
     write_aborted_report(tmp_path, scenario, NAMES, steps, "aborted: drain", ran, extra)
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert verdict["pass"] is False and verdict["verdict"] == "aborted: drain"
     assert verdict["ran"] == ran and verdict["saturated"] is True and verdict["checks"] == []
     timeline = (tmp_path / "timeline.txt").read_text().splitlines()
     assert timeline[0].startswith("SATURATED: machine CPU 97%")
-    assert timeline[1] == "RUN ABORTED: aborted: drain" and len(timeline) == 2 + len(steps)
+    assert timeline[1] == "RUN ABORTED: aborted: drain" and len(timeline) == 2 + len(steps) + 3
+    assert timeline[-1] == "   1.00s  crash       started 3: 1.25s  (+0.25s)"
     assert json.loads((tmp_path / "plan.json").read_text())["seed"] == scenario.seed
     assert (tmp_path / "scenario.yaml").exists()

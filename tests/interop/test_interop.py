@@ -8,7 +8,7 @@ it), then both sides send the same batches at once, all in flight: 1 KB, around 
 Noise chunk boundary (65,519 B), beyond the 256 KiB default Yamux window, and a burst
 of small ones. Every batch must arrive byte for byte and every request get its ack
 (the batch digest). A peer with a key outside the committee must be refused, a peer
-that half-closes its batch stream must still get its answers (a finding, xfail), and
+that half-closes its batch stream must still get its answers, and
 the two foreign peers must agree with each other (so a failure against ours is ours).
 
 Our side is driven through the public Transport API only (make_transport, SendRequest,
@@ -264,12 +264,6 @@ async def test_optimistic_protocol_select(command: list[str], tmp_path: Path) ->
             assert transport.handshakes == {"accepted": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (docs/interop.md): at the peer's FIN our inbound batch stream stops its "
-    "answer writer and resets the stream, so answers still owed are dropped "
-    "(worker/transport/libp2p/inbound.py); remove this marker with the fix",
-)
 @pytest.mark.parametrize("implementation", sorted(PEERS))
 async def test_answers_after_the_peer_half_closes(
     implementation: str, command: list[str], tmp_path: Path

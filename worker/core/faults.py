@@ -124,15 +124,15 @@ class LinkPlan:
 
 
 # -- Byzantine decisions ---------------------------------------------------------------
-def outgoing_batch(
-    byz: Byzantine, data: bytes, transactions: list[bytes], peer_index: int, peers: int
-) -> bytes:
+def outgoing_batch(byz: Byzantine, data: bytes, peer_index: int, peers: int) -> bytes:
     """What to send peer number `peer_index` (of `peers`) for the batch encoded as `data`:
     garbage when corrupting, another batch to the second half when equivocating."""
     if byz.corrupt == "malformed":
         return b"\xc1" + data[1:]
     if byz.equivocate and peer_index >= peers // 2:
-        return wire.encode_batch([*transactions, b"\x01equivocation"])
+        batch = wire.decode(data, len(data))
+        assert isinstance(batch, wire.Batch)
+        return wire.encode_batch([*batch.transactions, b"\x01equivocation"])
     return data
 
 

@@ -45,7 +45,7 @@ class QuorumRecord:
             digest=digest.hex(),
             sealed_at=wall - (now - sealed.sealed_at),
             quorum_at=wall,
-            transactions=len(sealed.transactions),
+            transactions=sealed.count,
             size=sealed.size,
             reason=sealed.reason,
             acked_by=acked_by,

@@ -27,20 +27,29 @@ from worker.transport.base import (
 
 
 class FaultyTransport(Transport):
-    def __init__(self, inner: Transport, plan: LinkPlan) -> None:
+    """`inline`: the caller passes every event of `events` (then the inner transport's)
+    through `admit` itself, saving a task and a channel hop per message (the worker's
+    dispatch does); otherwise a task of this wrapper filters them onto its own channel."""
+
+    def __init__(self, inner: Transport, plan: LinkPlan, *, inline: bool = False) -> None:
         self.inner = inner
         self.plan = plan
         self.rejections = inner.rejections
         self.handshakes = inner.handshakes
         self.dropped: Counter[str] = Counter()  # by "outbound" / "inbound"
-        self._events_tx, self.events = trio.open_memory_channel[TransportEvent](10_000)
+        self.inline = inline
+        if inline:
+            self.events = inner.events
+        else:
+            self._events_tx, self.events = trio.open_memory_channel[TransportEvent](10_000)
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             address = await nursery.start(self.inner.serve)
-            nursery.start_soon(self._filter_events)
+            if not self.inline:
+                nursery.start_soon(self._filter_events)
             task_status.started(address)
 
     def send(self, request: SendRequest) -> None:
@@ -69,16 +78,23 @@ class FaultyTransport(Transport):
         await trio.sleep_until(due)
         self.inner.send(request)
 
+    def admit(self, event: TransportEvent) -> TransportEvent | None:
+        """The event as the faults let it arrive, or None if it is lost."""
+        if self.plan.network_clear:
+            return event
+        if isinstance(event, ResponseReceived | RequestReceived) and not (
+            self.plan.accepts_from(event.peer)
+        ):
+            self.dropped["inbound"] += 1
+            return None
+        if isinstance(event, RequestReceived):
+            return RequestReceived(event.peer, event.data, self._faulty_respond(event))
+        return event
+
     async def _filter_events(self) -> None:
         async for event in self.inner.events:
-            if isinstance(event, ResponseReceived | RequestReceived) and not (
-                self.plan.accepts_from(event.peer)
-            ):
-                self.dropped["inbound"] += 1
-                continue
-            if isinstance(event, RequestReceived) and not self.plan.network_clear:
-                event = RequestReceived(event.peer, event.data, self._faulty_respond(event))
-            await self._events_tx.send(event)
+            if (admitted := self.admit(event)) is not None:
+                await self._events_tx.send(admitted)
 
     def _faulty_respond(self, event: RequestReceived) -> Respond:
         async def respond(data: bytes) -> None:

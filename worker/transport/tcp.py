@@ -59,7 +59,16 @@ import trio
 from worker.config import Committee, Parameters, WorkerAddresses
 from worker.core.requests import RequestTable, expiry_period
 from worker.keys import decode_public_key
-from worker.streams import STREAM_ERRORS, Deadlines, read_frame, write_frame
+from worker.streams import (
+    COALESCE_BYTES,
+    MAX_IOV,
+    STREAM_ERRORS,
+    Deadlines,
+    frame_parts,
+    read_frame,
+    send_parts,
+    write_frame,
+)
 from worker.transport.base import (
     PeerName,
     RequestFailed,
@@ -79,7 +88,7 @@ from worker.transport.tcp_inbound import (
     frame_buffer,
 )
 from worker.wire import messages as wire
-from worker.wire.frames import HEADER, MAX_REQUEST_ID, Frame, FrameError, Truncated
+from worker.wire.frames import HEADER, LARGE_PAYLOAD, MAX_REQUEST_ID, Frame, FrameError, Truncated
 
 __all__ = ["HEADER", "KIND_REQUEST", "KIND_RESPONSE", "MAX_HELLO_PAYLOAD", "TcpTransport"]
 #: Events buffered for the dispatch before reader tasks stop reading (TCP back-pressure).
@@ -140,6 +149,7 @@ class TcpTransport(Transport):
             self.watermarks,
         )
         self._nursery: trio.Nursery | None = None
+        self._expiry: trio.CancelScope | None = None  # the expiry task's sleep
         self._served = False
 
     # -- Transport interface ----------------------------------------------------------
@@ -202,9 +212,13 @@ class TcpTransport(Transport):
 
     # -- events ---------------------------------------------------------------------------
     async def _emit(self, event: TransportEvent) -> None:
-        # If nobody listens any more there is nothing to report to.
+        # If nobody listens any more there is nothing to report to. Without a wait when
+        # there is room (the caller's socket reads are its checkpoints).
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._events_send.send(event)
+            try:
+                self._events_send.send_nowait(event)
+            except trio.WouldBlock:
+                await self._events_send.send(event)
 
     def _fail_locally(self, request: SendRequest, error: str) -> None:
         # `send` is synchronous and `events` is bounded, so these go via a forwarder task.
@@ -216,15 +230,18 @@ class TcpTransport(Transport):
 
     # -- outbound: our requests, their responses ---------------------------------------
     async def _write_requests(self, peer: PeerName, addrs: WorkerAddresses) -> None:
-        """Drain one peer's queue onto its connection, dialing whenever there is none."""
+        """Drain one peer's queue onto its connection, dialing whenever there is none.
+        Small requests queued together go out in one write (a large one ends the group)."""
         queue = self._queues[peer][1]
         async for request in queue:
+            group = self._group(request, queue)
             conn = self._outbound.get(peer)
             if conn is None:
                 dialed = await self._dial(peer, addrs)
                 if isinstance(dialed, str):
                     # Fail what is queued too: one dead peer must not cost a dial per request.
-                    await self._emit(RequestFailed(request.request_id, peer, dialed))
+                    for failed in group:
+                        await self._emit(RequestFailed(failed.request_id, peer, dialed))
                     while True:
                         try:
                             queued = queue.receive_nowait()
@@ -233,18 +250,42 @@ class TcpTransport(Transport):
                         await self._emit(RequestFailed(queued.request_id, peer, dialed))
                     continue
                 conn = dialed
-            # Registered before writing: the response may arrive before send_all returns.
-            if not conn.outstanding.add(request.request_id, trio.current_time(), None):
-                await self._emit(RequestFailed(request.request_id, peer, "duplicate_request_id"))
+            frames = []
+            now = trio.current_time()
+            for r in group:
+                # Registered before writing: the response may arrive before the write returns.
+                if conn.outstanding.add(r.request_id, now, None):
+                    frames.append((KIND_REQUEST, r.request_id, r.data))
+                else:
+                    await self._emit(RequestFailed(r.request_id, peer, "duplicate_request_id"))
+            if not frames:
                 continue
+            if self._expiry is not None and self._expiry.deadline == math.inf:
+                self._expiry.deadline = now + self._timeout + expiry_period(self._timeout)
             try:
-                with trio.fail_after(self._write_timeout):
-                    await write_frame(conn.stream, KIND_REQUEST, request.request_id, request.data)
+                await send_parts(conn.stream, frame_parts(frames), self._write_timeout)
             except trio.TooSlowError:
                 self.rejections["write_timeout"] += 1  # the peer stopped reading
                 await self._drop_outbound(peer, conn, "write_timeout")
             except STREAM_ERRORS as exc:
                 await self._drop_outbound(peer, conn, f"connection lost: {exc!r}")
+
+    @staticmethod
+    def _group(
+        first: SendRequest, queue: trio.MemoryReceiveChannel[SendRequest]
+    ) -> list[SendRequest]:
+        """`first` and the requests queued behind it that can share its write."""
+        group, size = [first], len(first.data)
+        while size <= COALESCE_BYTES and len(group) < MAX_IOV // 2:
+            if len(group[-1].data) > LARGE_PAYLOAD:
+                break
+            try:
+                request = queue.receive_nowait()
+            except trio.WouldBlock:
+                break
+            group.append(request)
+            size += len(request.data)
+        return group
 
     async def _dial(self, peer: PeerName, addrs: WorkerAddresses) -> _Outbound | str:
         """A connected, introduced link to the peer, or the error that prevented it."""
@@ -300,9 +341,19 @@ class TcpTransport(Transport):
             await self._emit(RequestFailed(request_id, peer, error))
 
     async def _expire(self) -> None:
-        """Fail requests unanswered for `request_timeout` (the one policy of core/requests)."""
+        """Fail requests unanswered for `request_timeout` (the one policy of core/requests).
+        Sleeps until the oldest outstanding request's deadline (give or take a tenth of
+        the timeout), or for good while nothing is outstanding: an idle worker never
+        wakes for it (`_write_requests` sets the first deadline)."""
+        slack = expiry_period(self._timeout)
         while True:
-            await trio.sleep(expiry_period(self._timeout))
+            deadlines = [
+                d for conn in self._outbound.values() if (d := conn.outstanding.next_deadline())
+            ]
+            with trio.CancelScope(deadline=min(deadlines) + slack if deadlines else math.inf) as s:
+                self._expiry = s
+                await trio.sleep_forever()
+            self._expiry = None
             now = trio.current_time()
             for peer, conn in list(self._outbound.items()):
                 for request_id in conn.outstanding.expire(now):

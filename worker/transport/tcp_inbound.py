@@ -1,9 +1,12 @@
 """The listening side of the TCP baseline: peers' requests in, our answers out.
 
-No shared stage ever waits on one peer's socket. Each inbound connection has its own
-answer writer fed by a bounded queue, so `respond` never blocks (the processor's slots
-and the dispatch are never held by a peer that stops reading); every answer frame must
-be written within `write_timeout` or the connection is closed. A connection may have at
+No shared stage ever waits on one peer's socket. `respond` never blocks: the answer to
+a connection's only request in flight goes straight to the socket in a non-blocking
+write when the socket takes it whole; other answers (or the rest of it) go to the
+connection's own answer writer through a bounded queue, which writes what is queued
+together (the processor's slots and the dispatch are never held
+by a peer that stops reading); every queued answer must be written within
+`write_timeout` or the connection is closed. A connection may have at
 most `max_inflight_per_peer` requests read but not yet answered on the wire: beyond
 that its reader stops reading (back-pressure onto that peer's socket only). The answer
 queue is bounded by the same number.
@@ -18,6 +21,7 @@ that takes longer than `frame_timeout` to finish a frame, is closed ("idle_timeo
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,10 +29,18 @@ from dataclasses import dataclass, field
 import trio
 
 from worker.config import Parameters
-from worker.streams import STREAM_ERRORS, ConnectionLimit, Deadlines, read_frame, write_frame
+from worker.streams import (
+    COALESCE_BYTES,
+    MAX_IOV,
+    STREAM_ERRORS,
+    ConnectionLimit,
+    Deadlines,
+    read_frame,
+    send_parts,
+)
 from worker.transport.base import PeerName, RequestReceived, Respond, TransportEvent
 from worker.wire import messages as wire
-from worker.wire.frames import Frame, FrameBuffer, FrameError, Kind, Truncated
+from worker.wire.frames import Frame, FrameBuffer, FrameError, Kind, Truncated, encode_frame
 
 KIND_REQUEST = Kind.REQUEST
 KIND_RESPONSE = Kind.RESPONSE
@@ -53,9 +65,10 @@ class _Inbound:
 
     stream: trio.SocketStream
     slots: trio.Semaphore
-    answers: tuple[trio.MemorySendChannel[tuple[int, bytes]], trio.MemoryReceiveChannel]
+    answers: tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]
     closed: bool = False
-    queued: int = 0
+    queued: int = 0  # answer frames waiting for the writer
+    writing: bool = False  # the writer is putting some on the socket
 
 
 @dataclass
@@ -132,7 +145,7 @@ class InboundLinks:
         conn = _Inbound(
             stream,
             trio.Semaphore(self._inflight),
-            trio.open_memory_channel[tuple[int, bytes]](self._inflight),
+            trio.open_memory_channel[bytes](self._inflight),
         )
         try:
             async with trio.open_nursery() as nursery:
@@ -143,18 +156,22 @@ class InboundLinks:
             conn.closed = True
 
     async def _read_requests(self, peer: PeerName, conn: _Inbound, buffer: FrameBuffer) -> None:
+        slots = conn.slots
         try:
             while True:
-                await conn.slots.acquire()  # at most max_inflight_per_peer unanswered
+                try:  # at most max_inflight_per_peer unanswered
+                    slots.acquire_nowait()
+                except trio.WouldBlock:
+                    await slots.acquire()
                 frame = await read_frame(conn.stream, buffer, deadlines=self._deadlines)
                 self.watermarks.note("inbound_buffer_bytes", buffer.buffered)
                 if not isinstance(frame, Frame):
                     return
                 if frame.kind != KIND_REQUEST:
                     self.rejections["unknown_request_id"] += 1  # we asked nothing on this link
-                    conn.slots.release()
+                    slots.release()
                     continue
-                self.watermarks.note("inbound_inflight", self._inflight - conn.slots.value)
+                self.watermarks.note("inbound_inflight", self._inflight - slots.value)
                 respond = self._responder(conn, frame.request_id)
                 await self._emit(RequestReceived(peer, frame.payload, respond))
         except (Truncated, *STREAM_ERRORS):
@@ -163,34 +180,69 @@ class InboundLinks:
             self.rejections[exc.reason] += 1
 
     async def _write_answers(self, conn: _Inbound, scope: trio.CancelScope) -> None:
-        """This connection's answers, each within the write deadline, or the link closes."""
+        """This connection's queued answers, each within the write deadline, or the link
+        closes. Answers queued together go out in one write."""
         reason = ""
-        async for request_id, data in conn.answers[1]:
-            conn.queued -= 1
+        answers = conn.answers[1]
+        async for first in answers:
+            batch = [first]
+            size = len(first)
+            while len(batch) < MAX_IOV and size < COALESCE_BYTES:
+                try:
+                    batch.append(answer := answers.receive_nowait())
+                except trio.WouldBlock:
+                    break
+                size += len(answer)
+            conn.queued -= len(batch)
+            conn.writing = True
             try:
-                with trio.fail_after(self._write_timeout):
-                    await write_frame(conn.stream, KIND_RESPONSE, request_id, data)
+                await send_parts(conn.stream, [b"".join(batch)], self._write_timeout)
             except trio.TooSlowError:
                 reason = "write_timeout"
             except STREAM_ERRORS:
                 reason = "respond_failed"
+            conn.writing = False
             if reason:
-                self.rejections[reason] += 1
-                conn.closed = True
-                close_stream(conn.stream)  # the reader sees it and ends the connection
+                self._fail(conn, reason)
                 scope.cancel()
                 return
-            conn.slots.release()
+            for _ in batch:
+                conn.slots.release()
+
+    def _fail(self, conn: _Inbound, reason: str) -> None:
+        self.rejections[reason] += 1
+        conn.closed = True
+        close_stream(conn.stream)  # the reader sees it and ends the connection
 
     def _responder(self, conn: _Inbound, request_id: int) -> Respond:
+        answered = False
+
         async def respond(data: bytes) -> None:
-            if conn.closed or len(data) > self._max_payload:
-                self.rejections["respond_failed"] += 1
-                return
-            try:
-                conn.answers[0].send_nowait((request_id, data))
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            """Never waits: written at once if the socket takes it and nothing is queued
+            before it, else queued for the connection's writer."""
+            nonlocal answered
+            if answered or conn.closed or len(data) > self._max_payload:
                 self.rejections["respond_failed"] += 1  # answered twice, or the link is gone
+                return
+            answered = True
+            answer = encode_frame(KIND_RESPONSE, request_id, data)
+            alone = self._inflight - conn.slots.value == 1  # no other answer due soon
+            if alone and not conn.queued and not conn.writing:
+                try:
+                    sent = os.write(conn.stream.socket.fileno(), answer)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self._fail(conn, "respond_failed")
+                    return
+                if sent == len(answer):
+                    conn.slots.release()
+                    return
+                answer = answer[sent:]  # the rest goes first, through the writer
+            try:
+                conn.answers[0].send_nowait(answer)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self.rejections["respond_failed"] += 1  # the link is gone
                 return
             conn.queued += 1
             self.watermarks.note("answers_queued", conn.queued)

@@ -13,9 +13,10 @@ None until one is complete), like h11's connection: the caller owns the stream. 
 is judged from its header alone: too long (`oversized`), shorter than its header or of an
 unknown kind (`malformed_frame`) raise `FrameError` before any of its payload is kept,
 as long as the caller takes every ready frame before feeding more. A large payload is
-assembled in a buffer of its own that grows as its bytes arrive (never ahead of them
-by more than GROW_STEP: an announced size costs nothing until it is sent), which a
-caller may read into directly (`receive_buffer` + `received`) to save a copy.
+kept as the chunks it arrived in and joined once complete (one copy, however many
+reads it took; nothing is allocated ahead of the bytes: an announced size costs
+nothing until it is sent). `wanted` tells a reader how many bytes that payload still
+needs, so it can ask the stream for all of them in one read.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ LENGTH = struct.Struct(">I")
 TAG = struct.Struct(">BQ")  # kind, request_id
 HEADER = struct.Struct(">IBQ")  # length, kind, request_id
 MAX_REQUEST_ID = 2**64 - 1
-#: Payloads above this size are assembled in their own buffer rather than the shared one.
+#: Payloads above this size are assembled from their chunks rather than the shared buffer.
 LARGE_PAYLOAD = 64 * 1024
-#: A large payload's buffer grows by at most this much ahead of the bytes received.
-GROW_STEP = 64 * 1024
 
 
 class Kind(IntEnum):
@@ -101,45 +100,38 @@ class FrameBuffer:
         self._kinds: Container[int] = set(Kind) if kinds is None else kinds
         self._buf = bytearray()
         self._pos = 0
-        self._large: bytearray | None = None  # the payload being assembled, if large
+        self._chunks: list[bytes] | None = None  # the large payload being assembled, if any
         self._size = 0  # its announced size
-        self._have = 0  # its bytes received so far (the buffer may be longer, unfilled)
+        self._have = 0  # its bytes received so far
         self._large_tag = (0, 0)
 
     # -- input -------------------------------------------------------------------------
-    def receive_data(self, data: bytes) -> None:
-        if self._large is not None:
-            n = min(len(data), self._size - self._have)
-            del self._large[self._have :]
-            self._large += memoryview(data)[:n]
-            self._have += n
-            data = data[n:]
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Take bytes off the stream (kept by reference when they are `bytes`)."""
+        if self._chunks is not None:
+            n = self._size - self._have
+            part = data if len(data) <= n else data[:n]
+            self._chunks.append(part if type(part) is bytes else bytes(part))
+            self._have += len(part)
+            data = data[len(part) :]
         if data:
             self._buf += data
 
-    def receive_buffer(self) -> memoryview | None:
-        """Where the next bytes of a large payload go, if one is being assembled (then call
-        `received(n)` with the bytes written into it); at most GROW_STEP bytes."""
-        if self._large is None:
-            return None
-        end = self._have + min(GROW_STEP, self._size - self._have)
-        if len(self._large) < end:
-            self._large += bytes(end - len(self._large))
-        return memoryview(self._large)[self._have : end]
+    @property
+    def wanted(self) -> int:
+        """Bytes the large payload being assembled still needs (0: none is)."""
+        return self._size - self._have if self._chunks is not None else 0
 
     @property
     def buffered(self) -> int:
         """Bytes held right now (what a peer made us allocate; bounded by the bytes it sent)."""
-        return len(self._buf) + (len(self._large) if self._large is not None else 0)
-
-    def received(self, n: int) -> None:
-        self._have += n
+        return len(self._buf) + (self._have if self._chunks is not None else 0)
 
     # -- output ------------------------------------------------------------------------
     @property
     def partial(self) -> bool:
         """Bytes of an incomplete frame are buffered (an end of stream now is a truncation)."""
-        return self._large is not None or len(self._buf) > self._pos
+        return self._chunks is not None or len(self._buf) > self._pos
 
     def end_of_data(self) -> None:
         """The stream ended: fine between frames, a `malformed_frame` inside one."""
@@ -148,10 +140,10 @@ class FrameBuffer:
 
     def next_frame(self) -> bytes | Frame | None:
         """The next whole frame, or None until more data is received."""
-        if self._large is not None:
+        if self._chunks is not None:
             if self._have < self._size:
                 return None
-            payload, self._large = bytes(memoryview(self._large)[: self._size]), None
+            payload, self._chunks = b"".join(self._chunks), None  # one chunk: no copy
             return self._make(*self._large_tag, payload)
         buf, pos = self._buf, self._pos
         available = len(buf) - pos
@@ -171,9 +163,11 @@ class FrameBuffer:
         start, end = pos + self._head, pos + self._head + size
         if end <= len(buf):
             self._pos = end
-            return self._make(kind, request_id, bytes(buf[start:end]))
+            with memoryview(buf) as view:
+                return self._make(kind, request_id, bytes(view[start:end]))
         if size > LARGE_PAYLOAD:
-            self._large = bytearray(memoryview(buf)[start:])
+            with memoryview(buf) as view:
+                self._chunks = [bytes(view[start:])]
             self._size, self._have = size, len(buf) - start
             self._large_tag = (kind, request_id)
             buf.clear()

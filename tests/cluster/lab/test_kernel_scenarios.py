@@ -11,6 +11,7 @@ node) with its store, and every batch it acked is still there.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from faults.runner import ScenarioOutcome
 from faults.scenario import Scenario
 from tests.cluster.lab.conftest import MakeLab
 from tests.cluster.lab.test_lab import probe
+from worker.core.faults import FaultSettings
 
 pytestmark = pytest.mark.slow
 
@@ -93,29 +95,42 @@ def test_a_kernel_partition_drops_packets_and_matches_the_emulated_verdict(
         {"at": 8, "action": "clear"},
     ]
     seen: dict[str, Any] = {}
-    backend_box: list[RayBackend] = []
-
-    def during(label: str) -> None:
-        if label != "clear":  # the partition is still in force: look at it in the kernel
-            return
-        backend = backend_box[0]
-        assert backend.lab is not None and backend.committee is not None
-        (victim,) = backend.lab.machines[0]
-        slot = backend.committee.workers_of(backend.committee.authorities[0].name)[0]
-        port = int(slot.addresses["worker_to_worker"].rpartition(":")[2])
-        (peer,) = backend.lab.machines[1]
-        seen["dropped"] = backend.lab.kernel.dropped(victim)
-        seen["probe"] = probe(state, peer, victim, port)
-
+    partitioned, healed = threading.Event(), threading.Event()
     kernel_backend = RayBackend(lab=state.plan.state_dir)
-    backend_box.append(kernel_backend)
+    set_network = kernel_backend.set_network
+
+    def observed(index: int, settings: FaultSettings) -> None:  # called on authority 0's lane
+        set_network(index, settings)
+        if index == 0:
+            (partitioned if settings.blocked else healed).set()
+
+    kernel_backend.set_network = observed  # type: ignore[method-assign]
+
+    def look() -> None:
+        """Look at the partition in the kernel while it is in force, on a thread of its own:
+        a probe takes seconds, and the scenario's schedule must not wait for it."""
+        assert partitioned.wait(120), "the partition never reached the kernel"
+        assert kernel_backend.lab is not None and kernel_backend.committee is not None
+        (victim,) = kernel_backend.lab.machines[0]
+        c = kernel_backend.committee
+        slot = c.workers_of(c.authorities[0].name)[0]
+        port = int(slot.addresses["worker_to_worker"].rpartition(":")[2])
+        (peer,) = kernel_backend.lab.machines[1]
+        seen["probe"] = probe(state, peer, victim, port)
+        seen["dropped"] = kernel_backend.lab.kernel.dropped(victim)
+        seen["healed_meanwhile"] = healed.is_set()
+
+    looker = threading.Thread(target=look, daemon=True)
+    looker.start()
     kernel = scenario("kernel-partition", schedule, network="kernel")
     cfg = ExperimentConfig.for_scenario(kernel)
     cfg.startup_timeout = 120.0
-    watcher = StepWatcher(during)
-    result = run_experiment(cfg, kernel_backend, watcher, scenario=kernel, out_dir=tmp_path / "k")
+    result = run_experiment(
+        cfg, kernel_backend, QuietObserver(), scenario=kernel, out_dir=tmp_path / "k"
+    )
+    looker.join(60)
     assert not result.problems, result.problems
-    assert "dropped" in seen, watcher.notes
+    assert seen.get("healed_meanwhile") is False, f"the look came too late: {seen}"
     assert seen["dropped"] > 0, "no packet was dropped in the partitioned machine's kernel"
     assert seen["probe"] == "timeout", f"a peer's connect met {seen['probe']!r}, not silence"
     kernel_checks = checks(result.scenario)

@@ -1,8 +1,9 @@
-"""Worker actors on an embedded Ray: start, discovery, load, kill + restart, graceful stop.
+"""Host actors on an embedded Ray: start, discovery, load, crash + restart, graceful stop.
 
 One Ray instance for the module and one 4 x 1 committee per transport; the tests run in
 file order and each phase builds on the previous one (deployed -> loaded -> restarted
--> stopped).
+-> stopped). One machine: each authority (collector and worker) is one process, and the
+load clients of the node share one more.
 """
 
 from __future__ import annotations
@@ -112,18 +113,21 @@ def test_workers_report_real_addresses_and_discovery_completes(committee: RayCom
         assert slot.info["ray_node_id"] == slot.node.node_id
         assert Path(slot.info["store"]) == Path(slot.store_dir)
     pids = {slot.info["pid"] for slot in committee.workers}
-    pids |= {auth.info["pid"] for auth in committee.authorities}
-    assert len(pids) == 8  # one process per worker and per collector
-    discovery = committee.discover(committee.workers, timeout=10)
+    assert {auth.info["pid"] for auth in committee.authorities} == pids
+    assert len(pids) == 4  # one process per authority: its collector and its worker
+    discovery = committee.discover(timeout=10)
     assert all(d["complete"] and len(d["peers"]) == 3 for d in discovery)
     if libp2p:  # every worker authenticated each peer under the PeerId that peer reported
         peer_ids = {s.authority: s.info["peer_id"] for s in committee.workers}
         for slot, found in zip(committee.workers, discovery, strict=True):
-            assert found["peer_ids"] == {a: p for a, p in peer_ids.items() if a != slot.authority}
+            expected = {a: p for a, p in peer_ids.items() if a != slot.authority}
+            assert found["peer_ids"] == {slot.worker_id: expected}
 
 
 def test_load_reaches_quorum_and_collectors_agree(committee: RayCommittee, load: RayLoad) -> None:
+    assert len(set(load.pids)) == 1  # one node: every client in one load process
     reports = _run_load(committee, load)
+    assert len(reports) == 4
     assert all(r["sent"] > 0 for r in reports)
     workers, collectors = committee.collect()
     assert all(w["batches_quorum"] > 0 for w in workers)
@@ -134,38 +138,40 @@ def test_load_reaches_quorum_and_collectors_agree(committee: RayCommittee, load:
     assert agreement["ok"], agreement["problems"]
 
 
-def test_killed_worker_restarts_on_its_node_with_its_store_and_rejoins(
+def test_crashed_authority_restarts_on_its_node_with_its_store_and_rejoins(
     committee: RayCommittee, load: RayLoad
 ) -> None:
     slot = committee.workers[1]
     node_id, old_pid, peer_id = slot.info["ray_node_id"], slot.info["pid"], slot.info["peer_id"]
-    stored_before = ray.get(slot.actor.stored_batches.remote())
+    stored_before = ray.get(slot.actor.stored_batches.remote(slot.worker_id))
     assert stored_before > 0
+    workers, collected = committee.collect()
+    records = next(w["records"] for w in workers if w["authority"] == slot.authority)
 
-    assert committee.kill_worker(slot.authority, slot.worker_id) == old_pid
+    kept = committee.crash_authority(slot.authority)
+    assert kept["digests"] == collected[slot.authority]["digests"]  # the primary's, read first
+    assert kept["records"] == {slot.worker_id: records}  # and the worker's quorum records
     assert wait_gone([old_pid]) == []
-    committee.restart_worker(slot.authority, slot.worker_id)
+    assert len(committee.running_workers) == 3
+    committee.restart_authority(slot.authority)
 
     assert slot.info["ray_node_id"] == node_id and slot.info["pid"] != old_pid
     assert slot.info["store"] == slot.store_dir
     assert slot.info["peer_id"] == peer_id  # None for TCP; the same PeerId for libp2p
-    assert ray.get(slot.actor.stored_batches.remote()) >= stored_before
+    assert ray.get(slot.actor.stored_batches.remote(slot.worker_id)) >= stored_before
 
     _run_load(committee, load)
-    rejoined = ray.get(slot.actor.results.remote())
+    rejoined = next(w for w in committee.collect()[0] if w["authority"] == slot.authority)
     assert rejoined["batches_quorum"] > 0  # its own batches reached its peers again
     assert rejoined["persisted"].get("peer", 0) > 0  # and its peers' batches reached it
-    assert ray.get(slot.actor.stored_batches.remote()) > stored_before
+    assert ray.get(slot.actor.stored_batches.remote(slot.worker_id)) > stored_before
 
 
 def test_graceful_stop_closes_stores_and_frees_ports_and_processes(
     committee: RayCommittee, load: RayLoad
 ) -> None:
     assert committee.committee is not None
-    pids = [s.info["pid"] for s in committee.workers] + [
-        a.info["pid"] for a in committee.authorities
-    ]
-    pids += load.pids
+    pids = [s.info["pid"] for s in committee.workers] + load.pids
     addresses = [a.address for a in committee.authorities] + [
         addr for s in committee.workers for addr in s.addresses.values()
     ]
@@ -174,7 +180,7 @@ def test_graceful_stop_closes_stores_and_frees_ports_and_processes(
             addresses.append(f"{m.group(1)}:{m.group(2)}")
     load.stop()
     stopped = committee.stop(remove_stores=False)
-    assert len(stopped) == 4 and all(s["store_closed"] for s in stopped), stopped
+    assert len(stopped) == 4 and all(s["stores_closed"] for s in stopped), stopped
     assert wait_gone(pids) == []
     ports = {int(a.rpartition(":")[2]) for a in addresses}
     listening = {

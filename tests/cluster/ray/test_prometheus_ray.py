@@ -1,5 +1,5 @@
-"""Worker actors under a real Prometheus: every actor's exposition passes promtool, and a
-restarted actor continues its series (same labels; the counter reset is seen by rate)."""
+"""Workers on Ray under a real Prometheus: every worker's exposition passes promtool, and a
+restarted one continues its series (same labels; the counter reset is seen by rate)."""
 
 from __future__ import annotations
 
@@ -103,8 +103,8 @@ def test_restarted_actor_keeps_its_series(setup) -> None:
         _wait(lambda: scraped_at_least(1), "the victim's first batches in Prometheus")
         before = _value(server, selector)
         old_address = victim.info["metrics"]
-        committee.kill_worker(victim.authority, victim.worker_id)
-        committee.restart_worker(victim.authority, victim.worker_id)
+        committee.crash_authority(victim.authority)
+        committee.restart_authority(victim.authority)
         write_ray_targets(committee, targets)
         new_address = victim.info["metrics"]
         assert new_address != old_address  # a new process, a new port

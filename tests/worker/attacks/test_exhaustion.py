@@ -4,6 +4,7 @@ count and in time, and a failing store is answered as a refusal, never a dead wo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import plyvel
@@ -22,7 +23,7 @@ from tests.worker.attacks.support import (
     tcp,
     under_load,
 )
-from worker.store import BatchStore
+from worker.store import BatchStore, Write
 
 pytestmark = pytest.mark.slow
 P = ATTACK_PARAMS
@@ -67,10 +68,11 @@ class FailingStore(BatchStore):
 
     failing = True
 
-    def put(self, digest: bytes, serialized: bytes, report: int | None = None) -> None:
-        if FailingStore.failing:
+    def put_many(self, writes: Iterable[Write], delivered: Iterable = ()) -> None:
+        writes = list(writes)
+        if FailingStore.failing and writes:
             raise plyvel.IOError("IO error: Too many open files")
-        super().put(digest, serialized, report)
+        super().put_many(writes, delivered)
 
 
 async def test_a_failing_store_is_back_pressure(tmp_path: Path) -> None:

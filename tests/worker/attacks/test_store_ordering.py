@@ -8,6 +8,7 @@ store, written with the batches)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from tests.worker.attacks.support import (
     start_loaded,
     under_load,
 )
-from worker.store import BatchStore
+from worker.store import BatchStore, Write
 from worker.streams import read_frame
 from worker.wire import messages as wire
 from worker.wire.frames import Frame, FrameBuffer
@@ -31,16 +32,17 @@ pytestmark = pytest.mark.slow
 
 
 class BlockingStore(BatchStore):
-    """Every write of a peer's batch waits until `release` is set."""
+    """Every write that holds a peer's batch waits until `release` is set."""
 
     entered = threading.Event()
     release = threading.Event()
 
-    def put(self, digest: bytes, serialized: bytes, report: int | None = None) -> None:
-        if report == 1:  # OthersBatch: a peer's batch
+    def put_many(self, writes: Iterable[Write], delivered: Iterable = ()) -> None:
+        writes = list(writes)
+        if any(report == 1 for _, _, report in writes):  # OthersBatch: a peer's batch
             BlockingStore.entered.set()
             BlockingStore.release.wait()
-        super().put(digest, serialized, report)
+        super().put_many(writes, delivered)
 
 
 async def _release_at_exit() -> None:
@@ -58,26 +60,38 @@ async def test_no_ack_leaves_before_the_store_returns(tmp_path: Path) -> None:
             blocked = auth.worker
             stream = await connect(blocked.info()["worker_to_worker"])
             c.nursery.start_soon(_release_at_exit)
-            batch = wire.encode_batch([b"\x01" + bytes(99)] * 10)
-            await stream.send_all(hello_frame(c.authorities[0].name) + request_frame(1, batch))
+            batches = [wire.encode_batch([bytes([1, i]) + bytes(98)] * 10) for i in range(3)]
+            await stream.send_all(hello_frame(c.authorities[0].name) + request_frame(1, batches[0]))
             await trio.to_thread.run_sync(BlockingStore.entered.wait)
-            # The worker still answers on this very connection: a refusal comes back ...
-            await stream.send_all(request_frame(2, b"\x00"))
+            # While that write is in flight, two more batches queue for the next (group) write,
+            # and the worker still answers on this very connection: a refusal comes back ...
+            await stream.send_all(
+                request_frame(2, batches[1])
+                + request_frame(3, batches[2])
+                + request_frame(4, b"\x00")
+            )
             buffer = FrameBuffer(1 << 20, tagged=True)
             first = await read_frame(stream, buffer)
             assert isinstance(first, Frame)
             assert (first.request_id, wire.decode(first.payload, 4096)) == (
-                2,
+                4,
                 wire.Reject("malformed"),
             )
             # ... and the others reach quorum, but no ack of a peer batch left the worker.
             await quorum_during(c.authorities[0].worker, 10, "a peer whose store blocks")
             assert blocked.processor.persisted["peer"] == 0
+            writer = blocked.processor.store
+            assert writer.queued >= 2  # ours, and the other peers' batches since
             BlockingStore.release.set()
-            second = await read_frame(stream, buffer)
-            assert isinstance(second, Frame) and second.request_id == 1
-            assert wire.decode(second.payload, 4096) == wire.Ack(wire.digest(batch))
-            assert blocked.store.get(wire.digest(batch)) == batch
+            acked = {}
+            while len(acked) < 3:
+                frame = await read_frame(stream, buffer)
+                assert isinstance(frame, Frame)
+                acked[frame.request_id] = wire.decode(frame.payload, 4096)
+            for request_id, batch in enumerate(batches, start=1):
+                assert acked[request_id] == wire.Ack(wire.digest(batch))
+                assert blocked.store.get(wire.digest(batch)) == batch
+            assert writer.commits < writer.writes  # what queued went in shared writes
 
 
 async def test_reports_survive_a_crash_before_delivery(tmp_path: Path) -> None:

@@ -20,17 +20,17 @@ HONEST = Byzantine()
 
 
 def test_honest_workers_send_the_batch_to_everyone() -> None:
-    assert all(outgoing_batch(HONEST, DATA, TXS, i, 3) is DATA for i in range(3))
+    assert all(outgoing_batch(HONEST, DATA, i, 3) is DATA for i in range(3))
 
 
 def test_corrupting_workers_send_garbage() -> None:
-    sent = outgoing_batch(Byzantine(corrupt="malformed"), DATA, TXS, 0, 3)
+    sent = outgoing_batch(Byzantine(corrupt="malformed"), DATA, 0, 3)
     assert sent != DATA and len(sent) == len(DATA)
 
 
 def test_equivocators_send_another_batch_to_the_second_half() -> None:
     byz = Byzantine(equivocate=True)
-    sent = [outgoing_batch(byz, DATA, TXS, i, 4) for i in range(4)]
+    sent = [outgoing_batch(byz, DATA, i, 4) for i in range(4)]
     assert sent[0] is DATA and sent[1] is DATA
     assert sent[2] == sent[3] != DATA
     assert wire.decode(sent[2], 4096) == wire.Batch([*TXS, b"\x01equivocation"])
@@ -65,7 +65,7 @@ def test_flood_junk_is_refused_by_the_wire() -> None:
 
 
 def test_records_carry_wall_clock_times_and_are_capped() -> None:
-    sealed = SealedBatch(TXS, 4, "size", sealed_at=10.0, samples=[(7, 0.0)])
+    sealed = SealedBatch.of(TXS, "size", sealed_at=10.0, samples=[(7, 0.0)])
     record = QuorumRecord.of(sealed, b"\xab" * 32, ("p",), 3, now=12.0, wall=1000.0)
     assert (record.sealed_at, record.quorum_at, record.samples) == (998.0, 1000.0, (7,))
     records = Records(limit=1)

@@ -30,7 +30,7 @@ from worker.transport.libp2p.handshake import (
     Verifier,
     decode_payload,
 )
-from worker.transport.libp2p.host import close_quietly, discard_stream, open_stream_on
+from worker.transport.libp2p.host import close_quietly, open_stream_on, reset_quietly
 from worker.transport.libp2p.peers import ConnState, PeerTable
 
 HANDSHAKE_PROTOCOL = TProtocol("/narwhal/worker/handshake/1.0.0")
@@ -99,7 +99,7 @@ class Admission:
         finally:
             if stream is not None:
                 with trio.CancelScope(shield=True):
-                    await discard_stream(stream)
+                    await reset_quietly(stream)
 
     async def on_stream(self, stream: INetStream) -> None:
         """Listener (stream handler): verify theirs, answer with ours, await the confirmation."""
@@ -119,10 +119,10 @@ class Admission:
         except Exception as exc:  # every failure closes this connection
             self._failed(state, exc)  # count first: the peer sees the reset next
         finally:
-            # Reset, never half-close: a half-closed stream keeps receiving, and Yamux
-            # buffers it all unread (see host.discard_stream).
+            # Reset, never half-close: a half-closed stream would keep receiving (and
+            # holding) whatever the peer sends; after a reset it is dropped on arrival.
             with trio.CancelScope(shield=True):
-                await discard_stream(stream)
+                await reset_quietly(stream)
 
     async def _watch(self, state: ConnState) -> None:
         """Close an inbound connection whose dialer never completes a handshake."""

@@ -1,9 +1,10 @@
 """Building the worker's libp2p host: TCP + Noise + Yamux only, with a persisted identity.
 
 py-libp2p's defaults accept plaintext and mplex (see docs/libp2p-protocol.md), so the
-security and muxer options are always explicit here. The host identity is an ed25519
-key of its own, separate from the authority key, kept in `key_dir` so a restarted
-worker keeps its PeerId.
+security and muxer options are always explicit here. py-libp2p dials, listens, runs
+Noise and multistream-select; the Yamux data phase is ours (muxer.py), installed on this
+host only. The host identity is an ed25519 key of its own, separate from the authority
+key, kept in `key_dir` so a restarted worker keeps its PeerId.
 """
 
 from __future__ import annotations
@@ -12,11 +13,21 @@ import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, IMultiselectCommunicator, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import (
+    IHost,
+    IMultiselectCommunicator,
+    IMuxedConn,
+    INetConn,
+    INetStream,
+    INetwork,
+    INotifee,
+    ISecureConn,
+)
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair as HostKeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
@@ -29,13 +40,13 @@ from libp2p.protocol_muxer.multiselect_client import MultiselectClient
 from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.stream_muxer import muxer_multistream
+from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from worker.transport.libp2p.muxer import muxer_factory
 
 IDENTITY_FILE = "libp2p_identity.key"
 NEGOTIATE_TIMEOUT = 10
-DRAIN_ALL = 1 << 40
 
 
 def load_or_create_identity(key_dir: Path) -> HostKeyPair:
@@ -65,36 +76,39 @@ def connection_config() -> ConnectionConfig:
     return ConnectionConfig(max_connections_per_peer=1)
 
 
-class ShieldedYamux(Yamux):
-    """Yamux whose frame writes cannot be cancelled halfway (same wire).
+class MuxerNegotiation(MuxerMultistream):
+    """py-libp2p's muxer negotiation (multistream-select), building what was negotiated.
 
-    Noise numbers its messages: a write cancelled after encrypting but before sending
-    (trio's send_all checkpoints first) burns a nonce, and every later message on the
-    connection then fails authentication at the peer ("Failed authentication of
-    message"): one cancelled answer writer broke the whole connection. Taking the write
-    lock stays cancellable; the encrypted write itself is shielded (closing the socket
-    still ends it). py-libp2p 0.8.1 instantiates `muxer_multistream.Yamux` regardless of
-    the muxer options, so `build_host` installs this class there (process-wide)."""
+    py-libp2p 0.8.1 builds its own `Yamux` for `/yamux/1.0.0` whatever the options say;
+    this builds the class or factory the options name, so each host chooses its muxer
+    (a stock py-libp2p host in the same process keeps stock Yamux)."""
 
-    async def _write_frame(self, data: bytes) -> None:
-        async with self._write_lock:
-            with trio.CancelScope(shield=True):
-                await self.secured_conn.write(data)
-        await trio.lowlevel.checkpoint()
+    async def new_conn(self, conn: ISecureConn, peer_id: ID) -> IMuxedConn:
+        """As py-libp2p's, minus its special case for Yamux."""
+        protocol, build = await self._selector.select(
+            conn, conn.is_initiator, self.negotiate_timeout
+        )
+        return self._annotate_connection(build(conn, peer_id), conn, protocol)
 
 
-def build_host(identity: HostKeyPair) -> IHost:
-    """A host that negotiates Noise and Yamux only: plaintext and mplex peers cannot connect."""
-    # py-libp2p builds its Yamux by name whatever `muxer_opt` says: swap the class there.
-    muxer_multistream.Yamux = ShieldedYamux  # type: ignore[misc]
+def build_host(
+    identity: HostKeyPair, *, on_refused: Callable[[str], None] | None = None, **muxer: Any
+) -> IHost:
+    """A host that negotiates Noise and Yamux only (plaintext and mplex peers cannot
+    connect), whose Yamux is ours (`LeanYamux`, options `muxer`); `on_refused(reason)`
+    counts peers that broke the Yamux or Noise protocol."""
     noise = NoiseTransport(identity, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(
+    muxers = {TProtocol(YAMUX_PROTOCOL_ID): muxer_factory(on_refused=on_refused, **muxer)}
+    host = new_host(
         key_pair=identity,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): ShieldedYamux},
+        muxer_opt=muxers,  # type: ignore[arg-type]
         connection_config=connection_config(),
         negotiate_timeout=NEGOTIATE_TIMEOUT,
     )
+    upgrader = host.get_network().upgrader  # type: ignore[attr-defined]
+    upgrader.muxer_multistream = MuxerNegotiation(muxers, NEGOTIATE_TIMEOUT)  # type: ignore[arg-type]
+    return host
 
 
 def listen_addr(host: str, port: int = 0) -> multiaddr.Multiaddr:
@@ -131,22 +145,9 @@ async def reset_quietly(stream: INetStream) -> None:
         await stream.reset()
 
 
-async def discard_stream(stream: INetStream) -> None:
-    """Reset `stream` and drop what Yamux buffered for it.
-
-    A half-closed stream keeps its receive side, and py-libp2p's Yamux buffers whatever
-    arrives there without enforcing the receive window (one peer pushed 45 MiB into a
-    finished handshake stream). After a local reset one read returns the leftover and
-    drops the stream's bookkeeping, so later frames for it are discarded on arrival."""
-    await reset_quietly(stream)
-    with contextlib.suppress(Exception):
-        await stream.muxed_stream.read(DRAIN_ALL)
-
-
 def buffered_bytes(conn: INetConn) -> int:
-    """What Yamux holds, unread, for the streams of one connection."""
-    buffers = getattr(conn.muxed_conn, "stream_buffers", None) or {}
-    return sum(len(b) for b in list(buffers.values()))
+    """Received stream data on one connection that nobody has read yet."""
+    return getattr(conn.muxed_conn, "buffered", 0)
 
 
 async def close_quietly(conn: INetConn) -> None:

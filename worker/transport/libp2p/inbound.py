@@ -9,7 +9,8 @@ older (the peer redialed, so the older is dead or dying), which is reset and cou
 
 A stream whose answer writer fails is reset at once, like one whose reader fails: the
 peer then fails its outstanding requests and redials, instead of having its requests
-stored and reported while every answer is silently dropped.
+stored and reported while every answer is silently dropped. A peer that only half-closes
+(FIN) after its last request still gets the answers it is owed, then our FIN.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from worker.transport.libp2p.framing import (
     Kind,
     StreamClosed,
     encode_frame,
+    tagged_header,
 )
-from worker.transport.libp2p.host import discard_stream
+from worker.transport.libp2p.host import reset_quietly
 from worker.transport.libp2p.link import FrameWriter
 
 Emit = Callable[[TransportEvent], None]
@@ -113,21 +115,27 @@ class InboundStreams:
         self._live[peer] += 1
         if older is not None:
             self._rejections["batch_stream_replaced"] += 1
-            older.cancel()  # a local reset does not wake a blocked Yamux reader
+            older.cancel()
+        finished = False
         try:
             with scope:
-                await self._serve(stream, peer)
+                finished = await self._serve(stream, peer)
         finally:
             self._live[peer] -= 1
             if self._current.get(peer) is scope:
                 del self._current[peer]
-            with trio.CancelScope(shield=True):
-                await discard_stream(stream)
+            if not finished:
+                with trio.CancelScope(shield=True):
+                    await reset_quietly(stream)
 
-    async def _serve(self, stream: INetStream, peer: PeerName) -> None:
+    async def _serve(self, stream: INetStream, peer: PeerName) -> bool:
         """Each request becomes a `RequestReceived` at once; answers are queued to a writer
         task, so neither a slow router nor a slow peer ever stops this reader. Past the
-        authority's budget the peer gets an ERROR frame ("overloaded")."""
+        authority's budget the peer gets an ERROR frame ("overloaded").
+
+        A peer that half-closes (FIN) after its requests still gets every answer owed
+        (for at most `request_timeout`), then our FIN: True. Otherwise (a bad frame, a
+        failed read or write, a replacement) the caller resets the stream."""
         budget = self.budget(peer)
         writer = FrameWriter(lambda: len(budget) > 0)
         reader = FrameReader(stream, self._max_payload)
@@ -145,7 +153,7 @@ class InboundStreams:
                 if len(data) > max_payload:
                     writer.put(encode_frame(Kind.ERROR, request_id, b"oversized_response"))
                 else:
-                    writer.put(encode_frame(Kind.RESPONSE, request_id, data))
+                    writer.put(tagged_header(Kind.RESPONSE, request_id, len(data)), data)
 
             return respond
 
@@ -155,7 +163,11 @@ class InboundStreams:
                 while True:
                     frame = await reader.read_frame()
                     if frame is None:
-                        break
+                        with trio.move_on_after(self._timeout):
+                            await writer.drain(lambda: len(budget) > 0)
+                            await stream.close()
+                            return True
+                        return False
                     if frame.kind is not Kind.REQUEST:
                         raise FrameError(
                             "malformed_frame", f"{frame.kind.name} on a request stream"
@@ -175,6 +187,7 @@ class InboundStreams:
             finally:
                 nursery.cancel_scope.cancel()
                 writer.close()
+        return False
 
     async def _write(
         self, writer: FrameWriter, stream: INetStream, scope: trio.CancelScope

@@ -2,9 +2,8 @@
 
 Our requests travel on a stream we open to the peer; the peer answers on the same
 stream, tagged with our request id, so requests pipeline without per-request stream
-setup (about 2x the throughput of `libp2p.request_response`, see
-docs/libp2p-protocol.md). Readers never wait for the router: a stalled Yamux reader
-makes the sender fail after 5 s without a window update.
+setup (see docs/libp2p-protocol.md). Readers never wait for the router: a reader that
+stalls stops granting Yamux window, and the sender's writes then hit `write_timeout`.
 """
 
 from __future__ import annotations
@@ -30,37 +29,54 @@ from worker.transport.libp2p.framing import (
     FrameReader,
     Kind,
     StreamClosed,
-    encode_frame,
+    tagged_header,
+    write_pieces,
 )
 
 COALESCE_BYTES = 256 * 1024
 GATHER_TICKS = 64
 Emit = Callable[[TransportEvent], None]
+Buffer = bytes | bytearray | memoryview
 
 
 class FrameWriter:
     """Queues frames without blocking the caller and writes them in order, coalesced.
 
-    Coalescing matters: every write becomes a Yamux frame, a Noise message, a syscall
-    and a window update from the reader. Frames put in the same scheduler tick are
-    coalesced anyway. Answers to a burst of requests, though, come from a router task
-    that yields between answers; while `more_coming()` says answers are still owed,
-    the writer lets the scheduler run until the queue stops growing (a few ticks, no
-    timer), so a lone answer is written at once.
+    Coalescing matters: every write is a send on the connection (and, with py-libp2p's
+    own Yamux, a Noise message and a window update from the reader). Frames put in the
+    same scheduler tick are coalesced anyway. Answers to a burst of requests, though,
+    come from a router task that yields between answers; while `more_coming()` says
+    answers are still owed, the writer lets the scheduler run until the queue stops
+    growing (a few ticks, no timer), so a lone answer is written at once. A frame may be
+    put as pieces (header, payload): they are written without being joined.
     """
 
     def __init__(self, more_coming: Callable[[], bool] | None = None) -> None:
         self._more_coming = more_coming
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[tuple[tuple[Buffer, ...], int]] = deque()  # (pieces, size)
         self._queued_bytes = 0
         self._wake = trio.Event()
+        self._progress = trio.Event()  # set (and replaced) on every put and every write
+        self._writing = False
         self._closed = False
 
-    def put(self, frame: bytes) -> None:
+    def put(self, *pieces: Buffer) -> None:
+        """Queue one frame, given whole or as consecutive pieces."""
         if not self._closed:
-            self._queue.append(frame)
-            self._queued_bytes += len(frame)
+            size = sum(len(p) for p in pieces)
+            self._queue.append((pieces, size))
+            self._queued_bytes += size
             self._wake.set()
+            self._progressed()
+
+    async def drain(self, owed: Callable[[], bool]) -> None:
+        """Return once nothing is owed (`owed()` is false), queued or being written."""
+        while owed() or self._queue or self._writing:
+            await self._progress.wait()
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
 
     def close(self) -> None:
         self._closed = True
@@ -71,20 +87,27 @@ class FrameWriter:
     async def run(self, stream: INetStream, write_timeout: float = math.inf) -> None:
         """Write until closed; a write that fails, or takes longer than `write_timeout`
         (a peer that stopped reading), raises `StreamClosed`."""
-        while not self._closed:
-            if not self._queue:
-                await self._wake.wait()
-                self._wake = trio.Event()
-                continue
-            await self._gather()
-            data = self._take()
-            try:
-                with trio.fail_after(write_timeout):
-                    await stream.write(data)
-            except trio.TooSlowError as exc:
-                raise StreamClosed("write_timeout") from exc
-            except Exception as exc:  # StreamReset, StreamClosed, connection errors
-                raise StreamClosed(f"{type(exc).__name__}: {exc}") from exc
+        with trio.CancelScope() as deadline:  # one scope, its deadline set per write
+            while not self._closed:
+                if not self._queue:
+                    deadline.deadline = math.inf
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    continue
+                await self._gather()
+                pieces = self._take()
+                deadline.deadline = trio.current_time() + write_timeout
+                self._writing = True
+                try:
+                    await write_pieces(stream, pieces)
+                except Exception as exc:  # StreamReset, StreamClosed, connection errors
+                    raise StreamClosed(f"{type(exc).__name__}: {exc}") from exc
+                finally:
+                    self._writing = False
+                deadline.deadline = math.inf
+                self._progressed()
+        if deadline.cancelled_caught:
+            raise StreamClosed("write_timeout")
 
     async def _gather(self) -> None:
         # Trio runs each tick's tasks in random order, so one tick without growth may
@@ -99,14 +122,16 @@ class FrameWriter:
             quiet = quiet + 1 if len(self._queue) == seen else 0
             seen = len(self._queue)
 
-    def _take(self) -> bytes:
-        chunks = [self._queue.popleft()]
-        size = len(chunks[0])
-        while self._queue and size + len(self._queue[0]) <= COALESCE_BYTES:
-            size += len(self._queue[0])
-            chunks.append(self._queue.popleft())
+    def _take(self) -> list[Buffer]:
+        """The pieces of the next frames, up to COALESCE_BYTES (at least one frame)."""
+        pieces, size = self._queue.popleft()
+        taken = list(pieces)
+        while self._queue and size + self._queue[0][1] <= COALESCE_BYTES:
+            more, more_size = self._queue.popleft()
+            taken.extend(more)
+            size += more_size
         self._queued_bytes -= size
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return taken
 
 
 class OutboundLink:
@@ -243,7 +268,7 @@ class OutboundLink:
         self, request_id: int, data: bytes, now: float, deadline: float | None, writer: FrameWriter
     ) -> None:
         self._outstanding.add(request_id, now, None, deadline)
-        writer.put(encode_frame(Kind.REQUEST, request_id, data))
+        writer.put(tagged_header(Kind.REQUEST, request_id, len(data)), data)
 
     def _break(self, error: str) -> None:
         for request_id in self._outstanding.take_all():

@@ -23,7 +23,6 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.config import RetryConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.stream_muxer.yamux.yamux import MAX_WINDOW_SIZE
 
 from worker.config import Committee, Parameters
 from worker.core.requests import expiry_period
@@ -36,7 +35,6 @@ from worker.transport.libp2p.host import (
     Notifee,
     buffered_bytes,
     build_host,
-    close_quietly,
     count_unknown_protocols,
     dialable_addr,
     listen_addr,
@@ -49,6 +47,7 @@ from worker.transport.libp2p.host import (
 from worker.transport.libp2p.inbound import InboundStreams
 from worker.transport.libp2p.link import OutboundLink
 from worker.transport.libp2p.peers import NotifyingCounter, PeerTable
+from worker.transport.libp2p.yamux_session import DEFAULT_WINDOW
 
 BATCH_PROTOCOL = TProtocol("/narwhal/worker/batch/1.0.0")
 __all__ = ["BATCH_PROTOCOL", "HANDSHAKE_PROTOCOL", "Libp2pTransport"]
@@ -159,9 +158,10 @@ class Libp2pTransport(Transport):
             )
             for name in names
         }
-        #: Unread Yamux data per connection beyond which it is closed: Yamux's largest
-        #: receive window plus one frame (our readers drain their streams continuously).
-        self._max_buffered = MAX_WINDOW_SIZE + params.max_message_size
+        #: Unread stream data per connection beyond which the peer is refused (counted
+        #: `receive_window_exceeded`): one stream's window plus a message (our readers
+        #: drain their streams continuously).
+        self._max_buffered = DEFAULT_WINDOW + params.max_message_size
         self._host: IHost | None = None
         self._nursery: trio.Nursery | None = None
         self._stopped = False
@@ -169,7 +169,12 @@ class Libp2pTransport(Transport):
 
     # -- Transport interface ------------------------------------------------------------
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        host = build_host(self._identity)
+        host = build_host(
+            self._identity,
+            on_refused=self._count_refusal,
+            max_buffered=self._max_buffered,
+            send_timeout=self._params.write_timeout / 1000,
+        )
         count_unknown_protocols(host, self._count_unknown_protocol)
         host.set_stream_handler(HANDSHAKE_PROTOCOL, self._admission.on_stream)
         host.set_stream_handler(BATCH_PROTOCOL, self._on_batch_stream)
@@ -365,17 +370,6 @@ class Libp2pTransport(Transport):
             now = trio.current_time()
             for link in self._links.values():
                 link.expire(now)
-            await self._close_overfull()
-
-    async def _close_overfull(self) -> None:
-        """Close connections whose unread Yamux buffers exceed any honest peer's window
-        (py-libp2p's Yamux logs a receive-window violation, then buffers it anyway)."""
-        if self._host is None:
-            return
-        for conn in self._host.get_network().get_connections():
-            if buffered_bytes(conn) > self._max_buffered:
-                self.rejections["receive_window_exceeded"] += 1
-                await close_quietly(conn)
 
     def bounds(self) -> dict[str, Any]:
         """What inbound traffic holds now, and its peaks (the hardening tests' figures)."""
@@ -394,6 +388,10 @@ class Libp2pTransport(Transport):
 
     def _count_unknown_protocol(self) -> None:
         self.rejections["unknown_protocol"] += 1
+
+    def _count_refusal(self, reason: str) -> None:
+        """A peer broke Yamux or Noise (its connection is closed)."""
+        self.rejections[reason] += 1
 
     def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Start a task in the transport's nursery (a no-op once it is shutting down)."""

@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from libp2p import new_host
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.keys import KeyPair as HostKeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from cluster.committee import make_local_committee
 from worker.config import Committee, Parameters
@@ -27,7 +35,7 @@ from worker.transport.base import RequestReceived, TransportEvent
 from worker.transport.libp2p.framing import Frame, FrameReader, Kind, encode_frame
 from worker.transport.libp2p.handshake import make_handshake
 from worker.transport.libp2p.host import (
-    build_host,
+    connection_config,
     dialable_addr,
     listen_addr,
     load_or_create_identity,
@@ -144,7 +152,7 @@ class _Disconnects(INotifee):
 
 
 class RawClient:
-    """A bare libp2p host (Noise + Yamux) that speaks the worker protocols by hand."""
+    """A bare stock libp2p host (Noise + Yamux) that speaks the worker protocols by hand."""
 
     def __init__(self, host: IHost) -> None:
         self.host = host
@@ -160,7 +168,10 @@ class RawClient:
             await self._disconnects.changed.wait()
         network.unblock_peer(peer_id)  # type: ignore[attr-defined]
         await self.host.connect(PeerInfo(peer_id, [maddr]))
-        return network.get_connections(peer_id)[0]
+        live = [conn for conn in network.get_connections(peer_id) if not conn.is_closed]
+        if not live:
+            raise ConnectionRefusedError("closed right after Noise (e.g. stranger_limit)")
+        return live[0]
 
     async def handshake(self, conn: INetConn, payload: bytes, confirm: bool = True) -> Frame | None:
         """Send a HANDSHAKE payload; return the answer (None: refused), then confirm."""
@@ -203,9 +214,21 @@ async def read_or_none(stream: INetStream, max_payload: int = 1 << 20) -> Frame 
         return None
 
 
+def stock_host(identity: HostKeyPair) -> IHost:
+    """A py-libp2p host as the library ships it: TCP + its own Noise and Yamux."""
+    noise = NoiseTransport(identity, noise_privkey=create_x25519_key_pair().private_key)
+    return new_host(
+        key_pair=identity,
+        sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        connection_config=connection_config(),
+    )
+
+
 @asynccontextmanager
 async def raw_client(tmp: Path, name: str = "raw") -> AsyncIterator[RawClient]:
-    host = build_host(load_or_create_identity(tmp / name))
+    """A stock py-libp2p host (so it can also break Yamux's rules, e.g. ignore windows)."""
+    host = stock_host(load_or_create_identity(tmp / name))
     async with host.run([listen_addr("127.0.0.1")]):
         assert dialable_addr(host)
         try:

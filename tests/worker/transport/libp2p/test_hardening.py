@@ -47,6 +47,7 @@ from worker.transport.libp2p.framing import Kind, encode_frame
 from worker.transport.libp2p.gate import MAX_PENDING
 from worker.transport.libp2p.host import open_stream_on
 from worker.transport.libp2p.transport import HANDSHAKE_PROTOCOL
+from worker.transport.libp2p.yamux_session import DEFAULT_WINDOW
 from worker.transport.testing.contract import expect
 
 pytestmark = pytest.mark.slow
@@ -196,4 +197,28 @@ async def test_handshake_stream_flood_is_not_buffered(tmp_path: Path) -> None:
                     await batch.write(_requests(1, 1))
                     answer = await read_or_none(batch)
                     assert answer is not None and answer.kind is Kind.RESPONSE
+            assert victim.bounds()["yamux_buffered"] < 1 << 20
+
+
+async def test_a_member_ignoring_our_receive_window_loses_its_connection(tmp_path: Path) -> None:
+    """Item 9 on the lean data phase: our Yamux enforces its windows. A member announcing
+    a DATA frame beyond what its batch stream may still send is refused from the header
+    (counted, connection closed), before any of it is kept; it may redial, that is all."""
+    async with loaded_committee(tmp_path, running=3) as c:
+        victim = transport(c, 0)
+        async with admitted_member(tmp_path, c, 3) as member:
+            async with keeps_quorum(worker(c, 0), "a member ignoring the receive window"):
+                stream = await batch_stream(member)
+                await stream.write(_requests(1, 1))
+                answer = await read_or_none(stream)
+                assert answer is not None and answer.kind is Kind.RESPONSE
+                muxed = stream.muxed_stream
+                header = struct.pack(
+                    YAMUX_HEADER_FORMAT, 0, TYPE_DATA, 0, muxed.stream_id, DEFAULT_WINDOW + 1
+                )
+                await muxed.conn._write_frame(header + bytes(64 * 1024))
+                await counted(victim, "receive_window_exceeded")
+                name = c.authorities[3].name
+                with trio.fail_after(HANG_GUARD):
+                    await victim.wait_for(lambda: name not in victim.connected_peers())
             assert victim.bounds()["yamux_buffered"] < 1 << 20

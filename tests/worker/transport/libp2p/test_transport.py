@@ -23,7 +23,7 @@ from tests.worker.transport.libp2p.support import (
     wait_connected,
 )
 from worker.transport.base import RequestFailed, RequestReceived, ResponseReceived, SendRequest
-from worker.transport.libp2p.framing import LEN, Kind, encode_frame
+from worker.transport.libp2p.framing import LEN, FrameReader, Kind, encode_frame
 from worker.transport.libp2p.host import parse_peer_addr, peer_id_of
 from worker.transport.libp2p.transport import Libp2pTransport
 from worker.transport.testing.contract import expect, round_trip
@@ -211,3 +211,30 @@ async def test_cancelled_serve_closes_the_host_and_frees_the_port(tmp_path: Path
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", p.port(1)))
             sock.listen()
+
+
+async def test_a_peer_that_half_closes_still_gets_its_answers(tmp_path: Path) -> None:
+    """A requester may close its write side (Yamux FIN) after its last request, as
+    js-libp2p does when the source it pipes into a stream ends: every answer owed is
+    still written, then our FIN ends the stream (not a reset, which would make the peer
+    drop the answers it has not read yet)."""
+    p = plan(2, tmp_path)
+    async with cluster(p, running=[0]) as c:
+        server = c[0]
+        async with raw_client(tmp_path) as client:
+            with trio.fail_after(HANG_GUARD):
+                conn = await client.connect(p.addrs[0])
+                assert await client.handshake(conn, client.signed_handshake(p.keys[1], p.committee))
+                stream = await client.batch_stream(p.addrs[0])
+                await stream.write(b"".join(encode_frame(Kind.REQUEST, k, b"tx") for k in (1, 2)))
+                await stream.close()
+                requests = [await expect(server, RequestReceived) for _ in range(2)]
+                for request in requests:
+                    await request.respond(b"ack")
+                reader = FrameReader(stream, 1 << 20)
+                answers = [await reader.read_frame() for _ in requests]
+                assert [(a.kind, a.request_id) for a in answers if a] == [
+                    (Kind.RESPONSE, 1),
+                    (Kind.RESPONSE, 2),
+                ]
+                assert await reader.read_frame() is None  # our FIN (a reset would raise)

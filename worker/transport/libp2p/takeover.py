@@ -1,0 +1,64 @@
+"""Taking a connection over from py-libp2p once Noise and muxer negotiation are done.
+
+py-libp2p runs the Noise XX handshake and multistream-select; after that its Noise layer
+would await once per message. When our muxer is built on the secured connection,
+nothing in py-libp2p reads or writes it again, and we take:
+
+- the trio socket underneath: SecureSession.conn (NoiseTransportReadWriter)
+  .read_writer (msgio) .read_write_closer (RawConnection) .stream (TrioTCPStream, or the
+  gate's `_Observed` subclass for inbound connections: it only notes that a byte ever
+  arrived, which Noise has long made true) .stream (trio.SocketStream);
+- each direction's ChaCha20-Poly1305 key and next nonce from the `noise` library's
+  cipher states, which are then spent (nonce set to the reserved maximum): a stray
+  py-libp2p write would raise instead of reusing a nonce;
+- the plaintext py-libp2p buffered past the negotiation: SecureSession decrypts a whole
+  message to hand multistream-select one byte, and a peer may have sent its first Yamux
+  frames in the same message. Below Noise nothing reads ahead (msgio reads exactly the
+  announced lengths; the TCP stream has no buffer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from libp2p.io.trio import TrioTCPStream
+from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.security.noise.io import NoiseTransportReadWriter
+from libp2p.security.secure_session import SecureSession
+
+from worker.transport.libp2p.noise_cipher import MAX_NONCE, NoiseOpener, NoiseSealer
+
+
+class TakeoverError(Exception):
+    """The secured connection is not TCP + Noise as py-libp2p 0.8 builds it."""
+
+
+@dataclass(frozen=True)
+class TakenConnection:
+    socket: trio.SocketStream
+    sealer: NoiseSealer
+    opener: NoiseOpener
+    #: Plaintext received beyond the muxer negotiation (the start of the Yamux session).
+    leftover: bytes
+
+
+def take_over(secured_conn: Any) -> TakenConnection:
+    """Our socket, ciphers and buffered plaintext; py-libp2p's copies are retired."""
+    if not isinstance(secured_conn, SecureSession):
+        raise TakeoverError(f"not a Noise session: {type(secured_conn).__name__}")
+    noise = secured_conn.conn
+    if not isinstance(noise, NoiseTransportReadWriter):
+        raise TakeoverError(f"not Noise's transport phase: {type(noise).__name__}")
+    raw = noise.read_writer.read_write_closer
+    if not isinstance(raw, RawConnection) or not isinstance(raw.stream, TrioTCPStream):
+        raise TakeoverError(f"not a TCP connection: {type(raw).__name__}")
+    protocol = noise.noise_state.noise_protocol
+    send, receive = protocol.cipher_state_encrypt, protocol.cipher_state_decrypt
+    if not send.has_key() or not receive.has_key():
+        raise TakeoverError("the Noise handshake has not finished")
+    sealer, opener = NoiseSealer(send.k, send.n), NoiseOpener(receive.k, receive.n)
+    send.n = receive.n = MAX_NONCE
+    leftover = secured_conn._drain(None)
+    return TakenConnection(raw.stream.stream, sealer, opener, leftover)
