@@ -26,6 +26,7 @@ from typing import Any
 from cluster.backends.local import LocalBackend
 from cluster.bench.cost import cost_figures
 from cluster.bench.knee import KneeSearch, judge_step
+from cluster.bench.run import step_figures
 from cluster.experiment import ExperimentConfig, run_experiment
 from worker.config import Parameters
 
@@ -72,20 +73,11 @@ def _step(args: argparse.Namespace, transport: str, rate: int) -> dict[str, Any]
     summary = run_experiment(cfg, LocalBackend()).summary()
     reasons = judge_step(summary, args.max_p99)
     cost = cost_figures(summary)
-    load = summary["cpu"]["load"]
     return {
         "transport": transport,
-        "rate": rate,
-        "ok": not reasons,
-        "reasons": reasons,
-        "tps": summary["tps"],
-        "latency_p50_s": summary["latency_p50_s"],
-        "latency_p99_s": summary["latency_p99_s"],
-        "missed_bursts": summary["missed_bursts"],
-        "machine_share": load["machine_share"],
-        "load_cpu_s": load["run_cpu_s"],
+        **step_figures(rate, summary, reasons),
+        "load_cpu_s": summary["cpu"]["load"]["run_cpu_s"],
         "run_cpu_s": cost["cpu_s"],
-        "processes": load["processes"],
         "cpu_s_per_mb": cost["cpu_s_per_mb"],
         "cpu_ms_per_request": cost["cpu_ms_per_request"],
     }

@@ -68,6 +68,24 @@ def _run(
     return run_experiment(cfg, LocalBackend()).summary()
 
 
+def step_figures(rate: int, summary: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
+    """One search step's figures from its run summary (shared with bench/pipeline.py)."""
+    load = summary["cpu"]["load"]
+    return {
+        "rate": rate,
+        "ok": not reasons,
+        "reasons": reasons,
+        "tps": summary["tps"],
+        "latency_p50_s": summary["latency_p50_s"],
+        "latency_p99_s": summary["latency_p99_s"],
+        "missed_bursts": summary["missed_bursts"],
+        "machine_share": load["machine_share"],
+        "run_cpu_s": load["run_cpu_s"],
+        "processes": load["processes"],
+        "saturated": summary["saturated"],
+    }
+
+
 def knee(s: BenchSettings, transport: str, note: Note) -> dict[str, Any]:
     """Search the knee of one transport; every step's figures kept."""
     search = KneeSearch(s.start_rate, s.max_rate, s.bisect_steps)
@@ -76,18 +94,7 @@ def knee(s: BenchSettings, transport: str, note: Note) -> dict[str, Any]:
         summary = _run(s, transport, s.authorities, rate, s.duration)
         reasons = judge_step(summary, s.max_p99_s)
         search.record(rate, not reasons)
-        step = {
-            "rate": rate,
-            "ok": not reasons,
-            "reasons": reasons,
-            "tps": summary["tps"],
-            "latency_p50_s": summary["latency_p50_s"],
-            "latency_p99_s": summary["latency_p99_s"],
-            "missed_bursts": summary["missed_bursts"],
-            "machine_share": summary["cpu"]["load"]["machine_share"],
-            "run_cpu_s": summary["cpu"]["load"]["run_cpu_s"],
-            "saturated": summary["saturated"],
-        }
+        step = step_figures(rate, summary, reasons)
         steps.append(step)
         note(_step_line(transport, step))
     return {"knee_tx_s": search.knee, "capped": search.capped, "steps": steps}
