@@ -1,5 +1,8 @@
 """Connecting the driver to Ray: an embedded local instance, or an existing cluster.
 
+The embedded instance is held to loopback (cluster/ray/loopback.py), as is every port the
+testbed opens on one machine; a cluster is protected as docs/ray.md says.
+
 Joining a cluster ships this package's code through the runtime environment, so the
 cluster runs the driver's version (its machines only need the dependencies, which
 ray-cluster.yaml installs). Ray waits minutes on an address nobody answers, so the
@@ -9,7 +12,6 @@ address is checked first and a missing cluster fails at once with a clear error.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +24,7 @@ import faults
 import metrics
 import primary
 import worker
+from cluster.ray.loopback import single_machine_mode, warn_unless_loopback
 
 log = logging.getLogger(__name__)
 #: Packages the actors import; shipped to a joined cluster.
@@ -30,7 +33,6 @@ CHECK_TIMEOUT = 5.0
 #: Ray Client's server on the head starts a process per client, which can fail on a loaded
 #: machine ("Starting Ray client server failed"): a join through ray:// is tried again.
 CLIENT_ATTEMPTS = 3
-AUTH_MODE_ENV = "RAY_AUTH_MODE"
 #: Ray runs its workers at niceness 15; a benchmark's workers must not yield the CPU to
 #: everything else on the machine (clusters: `RAY_worker_niceness=0 ray start ...`).
 SYSTEM_CONFIG = {"worker_niceness": 0}
@@ -78,30 +80,20 @@ def check_reachable(address: str, timeout: float = CHECK_TIMEOUT) -> None:
         ) from exc
 
 
-def warn_if_unauthenticated() -> None:
-    """The embedded Ray cannot be held to loopback: Ray 2.60 binds its gRPC servers to every
-    interface and resolves 127.0.0.1 to the routable address. Its token authentication (on
-    by default for a new local instance) is what keeps others out; say so if it is off."""
-    if os.environ.get(AUTH_MODE_ENV, "").lower() == "disabled":
-        log.warning(
-            "%s=disabled: the embedded Ray listens on every interface without "
-            "authentication; anyone who reaches this machine can run code in it",
-            AUTH_MODE_ENV,
-        )
-
-
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect, unless Ray already is; True if this call connected (so shut it down after)."""
     if ray.is_initialized():
         return False
     if address is None:
-        warn_if_unauthenticated()
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            _system_config=SYSTEM_CONFIG,
-        )
+        with single_machine_mode():  # every server of the embedded Ray on loopback
+            ray.init(
+                address="local",  # a new instance, whatever RAY_ADDRESS says
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                _system_config=SYSTEM_CONFIG,
+            )
+        warn_unless_loopback()
         return True
     target = resolve(address) if address == "auto" else address
     if not target.startswith("ray://"):
