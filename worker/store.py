@@ -1,7 +1,9 @@
 """The worker's batch store: LevelDB (plyvel), digest -> serialized batch message.
 
-Two key spaces in one database: `b/` holds the batches and `r/` the reports to the
-primary not yet confirmed delivered. A batch and its pending report are written in one
+The batch bodies live in `batches.log` beside the database (worker/value_log.py says
+why) and LevelDB maps each digest to its body's place there. Two key spaces in one
+database: `b/` holds the batches' locators and `r/` the reports to the primary not yet
+confirmed delivered. A batch and its pending report are written in one
 (synced) write batch, so "stored" implies "will be reported": a restarted worker replays
 `pending_reports()` and the primary connector clears each one once the primary confirmed
 it (docs/guarantees.md). Several batches may share one synced write (`put_many`, the
@@ -21,18 +23,16 @@ from pathlib import Path
 
 import plyvel
 
+from worker.value_log import CorruptValueLog, ValueLog
 from worker.wire.messages import DIGEST_BYTES
 
 #: What a store operation may raise when the disk or the descriptors run out.
-STORE_ERRORS = (plyvel.Error, OSError)
+STORE_ERRORS = (plyvel.Error, OSError, CorruptValueLog)
 #: LevelDB keeps this many table files open at most (its default, 1000, could exhaust
 #: the process's descriptors alongside the sockets).
 MAX_OPEN_FILES = 100
-#: LevelDB's memtable size. Its default (4 MiB) means a flush and a compaction every
-#: eight 500 KB batches, which cost 4x the write itself and stall writes once level 0
-#: backs up; at 64 MiB a run flushes rarely. It fills only as batches are written.
-WRITE_BUFFER = 64 << 20
 SENT_LOG = "sent.log"
+VALUE_LOG = "batches.log"
 
 #: One write: (digest, serialized batch, report kind or None).
 Write = tuple[bytes, bytes, int | None]
@@ -49,8 +49,8 @@ class BatchStore:
             str(self.path),
             create_if_missing=True,
             max_open_files=MAX_OPEN_FILES,
-            write_buffer_size=WRITE_BUFFER,
         )
+        self._values = ValueLog(self.path / VALUE_LOG)
         self._batches = self._db.prefixed_db(b"b/")
         self._legacy_sent = self._db.prefixed_db(b"s/")
         self._reports = self._db.prefixed_db(b"r/")
@@ -64,20 +64,24 @@ class BatchStore:
         self, writes: Iterable[Write], delivered: Iterable[tuple[int, bytes]] = ()
     ) -> None:
         """Several batches (each with its report) in one write, synced if the store is and
-        there is a batch; reports confirmed `delivered` are forgotten in the same write."""
+        there is a batch; reports confirmed `delivered` are forgotten in the same write.
+        The bodies are on disk before LevelDB learns where they are."""
         writes = list(writes)
         if self.closed and not writes:
             return  # only deletions, after the worker stopped: nothing to lose
-        with self._db.write_batch(sync=self.sync and bool(writes)) as batch:
-            for digest, serialized, report in writes:
-                batch.put(b"b/" + digest, serialized)
+        sync = self.sync and bool(writes)
+        locators = self._values.append([(d, body) for d, body, _ in writes], sync)
+        with self._db.write_batch(sync=sync) as batch:
+            for (digest, _, report), locator in zip(writes, locators, strict=True):
+                batch.put(b"b/" + digest, locator)
                 if report is not None:
                     batch.put(b"r/" + bytes([report]) + digest, b"")
             for kind, digest in delivered:
                 batch.delete(b"r/" + bytes([kind]) + digest)
 
     def get(self, digest: bytes) -> bytes | None:
-        return self._batches.get(digest)
+        locator = self._batches.get(digest)
+        return None if locator is None else self._values.read(locator)
 
     def __contains__(self, digest: bytes) -> bool:
         return self._batches.get(digest) is not None
@@ -88,7 +92,8 @@ class BatchStore:
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         with self._batches.iterator() as it:
-            yield from it
+            for digest, locator in it:
+                yield digest, self._values.read(locator)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.digests())
@@ -123,4 +128,5 @@ class BatchStore:
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()
+            self._values.close()
             os.close(self._sent)

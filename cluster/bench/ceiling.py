@@ -2,7 +2,7 @@
 
 Per transaction byte, across a committee of N on this one machine, the pipeline hashes
 every batch N times (its author seals it, each peer checks the digest), stores it N
-times (a synced LevelDB put at every authority), copies it over loopback N - 1 times
+times (a synced store write at every authority), copies it over loopback N - 1 times
 (author to each peer) and, over libp2p, encrypts and decrypts each copy (2 (N - 1)
 AEAD passes). Each ceiling is measured on one thread with batch-size buffers; the knee's
 implied MB/s of each kind is set against it, and `ceiling_tx_s` is the rate at which
@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import plyvel
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from worker.store import BatchStore
+from worker.wire.messages import DIGEST_BYTES
 
 #: Noise's largest plaintext per transport message (65,535 minus the 16-byte tag)
 NOISE_CHUNK = 65_519
@@ -50,22 +52,24 @@ def hash_mb_s(size: int, seconds: float) -> float:
 
 
 def store_rates(size: int, seconds: float) -> dict[str, float]:
-    """Synced LevelDB puts of `size`-byte values in a temp dir: MB/s and puts/s."""
+    """Synced puts of `size`-byte batches under random digest keys into the worker's own
+    store (worker/store.py) in a temp dir, one write each: MB/s and puts/s. The keys are
+    random as digests are; sequential keys would spare LevelDB work a run cannot avoid."""
     value = os.urandom(size)
     with tempfile.TemporaryDirectory(prefix="bench-store-") as path:
-        db = plyvel.DB(path, create_if_missing=True)
+        store = BatchStore(path)
         count = 0
 
         def once() -> int:
             nonlocal count
             count += 1
-            db.put(count.to_bytes(8, "big"), value, sync=True)
+            store.put(os.urandom(DIGEST_BYTES), value)
             return size
 
         try:
             elapsed, done = _timed(seconds, once)
         finally:
-            db.close()
+            store.close()
     return {"mb_s": round(done / elapsed / 1e6, 1), "puts_s": round(count / elapsed, 1)}
 
 

@@ -1,0 +1,146 @@
+"""The batch store: bodies in the value log, locators and reports in LevelDB."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import plyvel
+import pytest
+
+from worker import value_log
+from worker.store import VALUE_LOG, BatchStore
+from worker.value_log import HEADER, CorruptValueLog, ValueLog
+from worker.wire import messages as wire
+
+
+def _batch(i: int, size: int = 1000) -> tuple[bytes, bytes]:
+    body = wire.encode_batch([i.to_bytes(4, "little") * (size // 4)])
+    return wire.digest(body), body
+
+
+def test_batches_and_reports_survive_a_reopen(tmp_path: Path) -> None:
+    store = BatchStore(tmp_path)
+    batches = [_batch(i) for i in range(5)]
+    store.put_many([(d, b, 1) for d, b in batches[:3]])
+    store.put(*batches[3])
+    store.put(*batches[4], report=0)
+    store.close()
+    store = BatchStore(tmp_path)
+    try:
+        assert dict(store.items()) == dict(batches)
+        assert set(store.digests()) == {d for d, _ in batches}
+        assert all(store.get(d) == b for d, b in batches)
+        assert store.get(b"\x00" * 32) is None
+        expected = {(1, d) for d, _ in batches[:3]} | {(0, batches[4][0])}
+        assert set(store.pending_reports()) == expected
+        store.put(*_batch(9))  # appends after what is there
+        assert all(store.get(d) == b for d, b in [*batches, _batch(9)])
+    finally:
+        store.close()
+
+
+def test_the_log_describes_itself(tmp_path: Path) -> None:
+    store = BatchStore(tmp_path)
+    digest, body = _batch(1)
+    store.put(digest, body)
+    store.close()
+    data = (tmp_path / VALUE_LOG).read_bytes()
+    assert HEADER.unpack_from(data) == (len(body), digest)
+    assert data[HEADER.size :] == body
+
+
+def test_an_unreferenced_tail_is_skipped(tmp_path: Path) -> None:
+    """A crash between the body's write and the locator's leaves bytes nobody points to."""
+    store = BatchStore(tmp_path)
+    first = _batch(1)
+    store.put(*first)
+    store.close()
+    with open(tmp_path / VALUE_LOG, "ab") as f:
+        f.write(b"torn record")
+    store = BatchStore(tmp_path)
+    try:
+        second = _batch(2)
+        store.put(*second)
+        assert store.get(first[0]) == first[1]
+        assert store.get(second[0]) == second[1]
+        assert len(store) == 2
+    finally:
+        store.close()
+
+
+def test_a_failed_append_leaves_no_locator_and_no_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BatchStore(tmp_path)
+    try:
+        kept = _batch(1)
+        store.put(*kept)
+        size = (tmp_path / VALUE_LOG).stat().st_size
+        real_writev = os.writev
+
+        def half_then_full(fd: int, buffers: list) -> int:
+            real_writev(fd, [bytes(buffers[0])[:10]])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(value_log.os, "writev", half_then_full)
+        lost = _batch(2)
+        with pytest.raises(OSError):
+            store.put(*lost, report=1)
+        monkeypatch.undo()
+        assert (tmp_path / VALUE_LOG).stat().st_size == size
+        assert lost[0] not in store and store.pending_reports() == []
+        after = _batch(3)
+        store.put(*after)
+        assert store.get(after[0]) == after[1] and store.get(kept[0]) == kept[1]
+    finally:
+        store.close()
+
+
+def test_partial_writes_and_many_buffers_are_written_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_writev = os.writev
+    calls = []
+
+    def short_writev(fd: int, buffers: list) -> int:
+        calls.append(len(buffers))
+        first = bytes(buffers[0])
+        return real_writev(fd, [first[: max(1, len(first) // 2)]])
+
+    monkeypatch.setattr(value_log.os, "writev", short_writev)
+    monkeypatch.setattr(value_log, "MAX_BUFFERS", 3)
+    log = ValueLog(tmp_path / "v.log")
+    try:
+        records = [(bytes([i]) * 32, bytes([i]) * (100 + i)) for i in range(7)]
+        locators = log.append(records, sync=True)
+        assert [log.read(loc) for loc in locators] == [body for _, body in records]
+        assert max(calls) <= 3
+    finally:
+        log.close()
+
+
+def test_a_log_cut_behind_the_store_is_an_error_not_garbage(tmp_path: Path) -> None:
+    store = BatchStore(tmp_path)
+    digest, body = _batch(1)
+    store.put(digest, body)
+    os.truncate(tmp_path / VALUE_LOG, 100)
+    try:
+        with pytest.raises(CorruptValueLog, match="file ends sooner"):
+            store.get(digest)
+    finally:
+        store.close()
+
+
+def test_locators_are_small(tmp_path: Path) -> None:
+    """LevelDB holds 12 bytes per batch, whatever its size: nothing big to compact."""
+    store = BatchStore(tmp_path)
+    digest, body = _batch(1, size=500_000)
+    store.put(digest, body)
+    store.close()
+    db = plyvel.DB(str(tmp_path))
+    try:
+        assert len(db.get(b"b/" + digest)) == 12
+    finally:
+        db.close()
