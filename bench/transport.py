@@ -41,6 +41,7 @@ import trio
 
 from cluster.committee import make_local_committee
 from faults.series import percentile
+from worker.allocator import keep_freed_memory
 from worker.config import Committee, Parameters
 from worker.keys import KeyPair
 from worker.transport.base import RequestReceived, ResponseReceived, SendRequest, Transport
@@ -135,6 +136,7 @@ def _server(
     committee = Committee.model_validate_json(committee_json)
     params = Parameters.model_validate_json(params_json)
     key = KeyPair.generate(seed)
+    keep_freed_memory()  # as a worker's process does
 
     async def main() -> None:
         transport = _transport(committee, key, params, Path(root))
@@ -214,6 +216,7 @@ def _start_server(name: str, root: Path) -> tuple[mp.Process, Committee, KeyPair
 def measure(names: list[str], quick: bool, rounds: int) -> dict[str, dict[str, Figures]]:
     """Every case on every transport, taking turns; the median round (by req/s) of each."""
     root = Path(tempfile.mkdtemp(prefix="bench-transport-"))
+    keep_freed_memory()
     servers = {name: _start_server(name, root) for name in names}
 
     async def main() -> dict[str, dict[str, Figures]]:

@@ -1,13 +1,14 @@
 """The worker's batch store: LevelDB (plyvel), digest -> serialized batch message.
 
-The batch bodies live in `batches.log` beside the database (worker/value_log.py says
-why) and LevelDB maps each digest to its body's place there. Two key spaces in one
-database: `b/` holds the batches' locators and `r/` the reports to the primary not yet
-confirmed delivered. A batch and its pending report are written in one
-(synced) write batch, so "stored" implies "will be reported": a restarted worker replays
-`pending_reports()` and the primary connector clears each one once the primary confirmed
-it (docs/guarantees.md). Several batches may share one synced write (`put_many`, the
-group commit of worker/store_writer.py).
+Large batch bodies live in `batches.log` beside the database (worker/value_log.py says
+why) and LevelDB maps each digest to its body's place there; small ones stay in LevelDB,
+where they cost nothing to compact and a write needs one sync, not two. Two key spaces
+in one database: `b/` holds the batches (a tag byte, then the body or its locator) and
+`r/` the reports to the primary not yet confirmed delivered. A batch and its pending
+report are written in one (synced) write batch, so "stored" implies "will be reported":
+a restarted worker replays `pending_reports()` and the primary connector clears each one
+once the primary confirmed it (docs/guarantees.md). Several batches may share one
+synced write (`put_many`, the group commit of worker/store_writer.py).
 
 The digests this worker put on the wire go to `sent.log` beside the database, appended
 unsynced before each send: they must survive the process (a crash), not the machine,
@@ -33,6 +34,9 @@ STORE_ERRORS = (plyvel.Error, OSError, CorruptValueLog)
 MAX_OPEN_FILES = 100
 SENT_LOG = "sent.log"
 VALUE_LOG = "batches.log"
+#: Bodies of at least this many bytes go to the value log (RocksDB BlobDB's min_blob_size).
+MIN_LOGGED_BODY = 64 << 10
+INLINE, LOGGED = b"\x00", b"\x01"
 
 #: One write: (digest, serialized batch, report kind or None).
 Write = tuple[bytes, bytes, int | None]
@@ -70,18 +74,22 @@ class BatchStore:
         if self.closed and not writes:
             return  # only deletions, after the worker stopped: nothing to lose
         sync = self.sync and bool(writes)
-        locators = self._values.append([(d, body) for d, body, _ in writes], sync)
+        large = [(d, body) for d, body, _ in writes if len(body) >= MIN_LOGGED_BODY]
+        locators = iter(self._values.append(large, sync) if large else ())
         with self._db.write_batch(sync=sync) as batch:
-            for (digest, _, report), locator in zip(writes, locators, strict=True):
-                batch.put(b"b/" + digest, locator)
+            for digest, body, report in writes:
+                if len(body) >= MIN_LOGGED_BODY:
+                    batch.put(b"b/" + digest, LOGGED + next(locators))
+                else:
+                    batch.put(b"b/" + digest, INLINE + body)
                 if report is not None:
                     batch.put(b"r/" + bytes([report]) + digest, b"")
             for kind, digest in delivered:
                 batch.delete(b"r/" + bytes([kind]) + digest)
 
     def get(self, digest: bytes) -> bytes | None:
-        locator = self._batches.get(digest)
-        return None if locator is None else self._values.read(locator)
+        value = self._batches.get(digest)
+        return None if value is None else self._body(value)
 
     def __contains__(self, digest: bytes) -> bool:
         return self._batches.get(digest) is not None
@@ -92,8 +100,11 @@ class BatchStore:
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         with self._batches.iterator() as it:
-            for digest, locator in it:
-                yield digest, self._values.read(locator)
+            for digest, value in it:
+                yield digest, self._body(value)
+
+    def _body(self, value: bytes) -> bytes:
+        return value[1:] if value[:1] == INLINE else self._values.read(value[1:])
 
     def __len__(self) -> int:
         return sum(1 for _ in self.digests())

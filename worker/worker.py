@@ -22,6 +22,7 @@ import trio
 
 from metrics.exporter import MetricsServer
 from metrics.worker_metrics import LiveCollector, WorkerMetrics
+from worker.allocator import keep_freed_memory
 from worker.batch_maker import BatchMakerTask
 from worker.broadcaster import Backlog, Broadcaster, OwnBatch, quorum_waiter
 from worker.changes import Changes
@@ -126,6 +127,7 @@ class Worker:
         self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         p, m, changes = self.params, self.metrics, self.changes
+        keep_freed_memory()  # the process hosts a worker: its buffers churn (allocator.py)
         self.store = store = self._store_factory(self.store_dir, p.sync_writes)
         request_ids = itertools.count(time.time_ns())
         backlog = Backlog()

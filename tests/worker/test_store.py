@@ -10,12 +10,12 @@ import plyvel
 import pytest
 
 from worker import value_log
-from worker.store import VALUE_LOG, BatchStore
+from worker.store import MIN_LOGGED_BODY, VALUE_LOG, BatchStore
 from worker.value_log import HEADER, CorruptValueLog, ValueLog
 from worker.wire import messages as wire
 
 
-def _batch(i: int, size: int = 1000) -> tuple[bytes, bytes]:
+def _batch(i: int, size: int = 100_000) -> tuple[bytes, bytes]:
     body = wire.encode_batch([i.to_bytes(4, "little") * (size // 4)])
     return wire.digest(body), body
 
@@ -133,14 +133,18 @@ def test_a_log_cut_behind_the_store_is_an_error_not_garbage(tmp_path: Path) -> N
         store.close()
 
 
-def test_locators_are_small(tmp_path: Path) -> None:
-    """LevelDB holds 12 bytes per batch, whatever its size: nothing big to compact."""
+def test_large_bodies_go_to_the_log_and_small_ones_stay_in_leveldb(tmp_path: Path) -> None:
+    """LevelDB holds a tag and a 12-byte locator per large batch: nothing big to compact;
+    a small batch stays inline, so its write needs no second sync."""
     store = BatchStore(tmp_path)
-    digest, body = _batch(1, size=500_000)
-    store.put(digest, body)
+    large, small = _batch(1, size=MIN_LOGGED_BODY), _batch(2, size=MIN_LOGGED_BODY // 2)
+    store.put_many([(*large, 1), (*small, 1)])
+    assert store.get(large[0]) == large[1] and store.get(small[0]) == small[1]
     store.close()
+    assert (tmp_path / VALUE_LOG).stat().st_size == HEADER.size + len(large[1])
     db = plyvel.DB(str(tmp_path))
     try:
-        assert len(db.get(b"b/" + digest)) == 12
+        assert len(db.get(b"b/" + large[0])) == 1 + 12
+        assert db.get(b"b/" + small[0]) == b"\x00" + small[1]
     finally:
         db.close()
