@@ -11,8 +11,8 @@ The hand-off is lean because a lightly loaded worker writes a group per batch: `
 starts the write itself when none is in flight, and the thread's completion (through
 the trio token) wakes the group's waiters and starts the next group, with no task of
 its own in between. `run` only forgets confirmed reports that found no batch write to
-ride along with (after DELIVERED_LINGER, unsynced), and at the end waits for the write
-in flight, so the store is never closed under it.
+ride along with (after DELIVERED_LINGER, unsynced, and at the end), and at the end waits
+for the write in flight, so the store is never closed under it.
 """
 
 from __future__ import annotations
@@ -105,6 +105,10 @@ class StoreWriter:
             with trio.CancelScope(shield=True):
                 while self._writing is not None:
                     await self._wait()
+                if self._delivered and not self.store.closed:
+                    self._start()  # forgotten now, not re-sent after a restart
+                    while self._writing is not None:
+                        await self._wait()
 
     # -- internals -----------------------------------------------------------------------
     def _start(self) -> None:

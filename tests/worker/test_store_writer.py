@@ -123,3 +123,20 @@ def test_sent_digests_survive_a_reopen_even_with_a_cut_record(tmp_path: Path) ->
         assert list(store.sent_digests()) == [digest(1), digest(2)]
     finally:
         store.close()
+
+
+async def test_confirmed_reports_are_forgotten_when_the_writer_stops(tmp_path: Path) -> None:
+    """A stop within DELIVERED_LINGER of a confirmation must not leave the report pending
+    (a restart would send it again)."""
+    store = BatchStore(tmp_path)
+    writer = StoreWriter(store)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            await writer.put(digest(1), b"batch 1", 1)
+            await writer.put(digest(2), b"batch 2", 1)
+            writer.reports_delivered([(1, digest(1))])
+            nursery.cancel_scope.cancel()  # well within the linger
+        assert store.pending_reports() == [(1, digest(2))]
+    finally:
+        store.close()

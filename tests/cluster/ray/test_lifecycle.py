@@ -19,6 +19,7 @@ import pytest
 import ray
 
 from cluster.ray.committee import RayCommittee
+from cluster.ray.connect import connect
 from cluster.ray.load import RayLoad
 from faults.agreement import check_digest_agreement
 from worker.config import Parameters
@@ -56,7 +57,7 @@ def wait_gone(pids: list[int], timeout: float = 30.0) -> list[int]:
 
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    assert connect(None, num_cpus=2)  # as `run` does: held to loopback
     daemons = ray_daemons()
     try:
         yield

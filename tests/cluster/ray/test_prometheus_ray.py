@@ -14,6 +14,7 @@ import ray
 
 from cluster.backends.ray import write_ray_targets
 from cluster.ray.committee import RayCommittee
+from cluster.ray.connect import connect
 from cluster.ray.load import RayLoad
 from metrics.prometheus_server import PrometheusServer
 from metrics.service_discovery import prepare_config_dir
@@ -39,7 +40,7 @@ def _wait(predicate, what: str, timeout: float = 60) -> None:  # type: ignore[no
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     root = tmp_path_factory.mktemp("prom-ray")
     config, targets = prepare_config_dir(root)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    assert connect(None, num_cpus=2)  # as `run` does: held to loopback
     committee = RayCommittee(4, 1, PARAMS, store_root=str(root / "stores"))
     try:
         with PrometheusServer(config, root / "data") as server:
