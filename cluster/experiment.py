@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from cluster.cpu import cpu_between, kill_new_descendants, process_tree, snapshot
 from cluster.results import RunResult, new_run_dir
+from cluster.scrape_targets import TargetsKeptCurrent
 from faults.report import write_aborted_report
 from faults.runner import ScenarioOutcome, ScenarioRun, ScenarioRunner, scenario_parameters
 from faults.scenario import Scenario
@@ -198,7 +199,10 @@ def run_experiment(
             cfg.on_ready()
         runner = None
         if scenario is not None:
-            runner = ScenarioRunner(scenario, names, backend, note=observer.note)
+            driven: Any = backend
+            if cfg.targets_file is not None:
+                driven = TargetsKeptCurrent(backend, cfg.targets_file)
+            runner = ScenarioRunner(scenario, names, driven, note=observer.note)
             observer.note(
                 f"{scenario.name}: seed {scenario.seed}, {len(runner.steps)} planned steps"
             )

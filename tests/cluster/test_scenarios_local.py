@@ -108,3 +108,32 @@ def test_a_restart_holds_up_no_later_step(tmp_path: Path) -> None:
     assert link["ended"]["1"] <= restart["ended"]["0"]  # the link step ran during the restart
     assert {c["name"]: c["ok"] for c in verdict["checks"]}["schedule"]
     assert verdict["schedule"]["max_late_s"] <= verdict["schedule"]["limit_s"]
+
+
+class RecordedTargets(LocalBackend):
+    """Notes the workers' metrics addresses before its first step and after each restart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[set[str]] = []
+
+    def crash(self, index: int) -> None:
+        self.seen.append({t.address for t in self.metrics_targets()})
+        super().crash(index)
+
+    def restart(self, index: int) -> None:
+        super().restart(index)
+        self.seen.append({t.address for t in self.metrics_targets()})
+
+
+def test_prometheus_targets_follow_a_restarted_worker(tmp_path: Path) -> None:
+    scenario = shortened("one-crash", 6, [2, 3])
+    targets = tmp_path / "targets.json"
+    cfg = ExperimentConfig.for_scenario(scenario)
+    cfg.targets_file = targets
+    backend = RecordedTargets()
+    result = run_experiment(cfg, backend, scenario=scenario, out_dir=tmp_path / "out")
+    assert result.scenario is not None and result.scenario.ok
+    before, after = backend.seen
+    assert before != after  # the restarted worker listens elsewhere now
+    assert {g["targets"][0] for g in json.loads(targets.read_text())} == after
