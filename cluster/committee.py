@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -25,8 +25,11 @@ def _first_ephemeral_port() -> int:
         return _FIRST_EPHEMERAL
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Distinct ports free now, outside the ephemeral range (bound later by their owner).
+def free_ports(
+    count: int, host: str = "127.0.0.1", avoid: Container[int] = frozenset()
+) -> list[int]:
+    """Distinct ports free now, outside the ephemeral range and not in `avoid` (bound
+    later by their owner).
 
     All are held open together while picking, so they are distinct; random picks keep
     concurrent runs on one machine apart.
@@ -38,6 +41,8 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         while len(ports) < count:
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             port = rng.randrange(_LOWEST, high)
+            if port in avoid:
+                continue
             try:
                 sock.bind((host, port))
             except OSError:

@@ -225,6 +225,7 @@ class RayCommittee:
             timeout,
             "reserving ports",
         )
+        reserved = self._distinct(hosts, reserved, timeout)
         for h, ports in zip(hosts, reserved, strict=True):
             if h.collector:
                 self.authority(h.authority).address = ports["primary"]
@@ -237,6 +238,25 @@ class RayCommittee:
         self._start_hosts(self.running_hosts, timeout)
         if discover:
             self.discover(timeout)
+
+    def _distinct(
+        self, hosts: list[HostSlot], reserved: list[dict[str, Any]], timeout: float
+    ) -> list[dict[str, Any]]:
+        """Hosts on one node pick their ports independently (and release them until they
+        bind), so two may pick the same one: such a host picks again, avoiding the rest."""
+        taken: set[str] = set()
+        out = []
+        for h, ports in zip(hosts, reserved, strict=True):
+            if _addresses(ports) & taken:
+                avoid = sorted(taken)
+                ports = get_within(
+                    [h.actor.reserve.remote(h.bind, list(h.worker_ids), h.collector, avoid)],
+                    timeout,
+                    "reserving ports again",
+                )[0]
+            taken |= _addresses(ports)
+            out.append(ports)
+        return out
 
     def _build_committee(self) -> Committee:
         return Committee(
@@ -482,3 +502,11 @@ class RayCommittee:
         for actor in spares:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
+
+
+def _addresses(ports: dict[str, Any]) -> set[str]:
+    """Every host:port of one host's reservation."""
+    found = {ports["primary"]} if ports.get("primary") else set()
+    for addresses in ports["workers"].values():
+        found |= set(addresses.values())
+    return found

@@ -20,6 +20,7 @@ import importlib
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,14 @@ class HostActor:
     def location(self) -> dict[str, Any]:
         return location(self.bind)
 
-    def reserve(self, bind: str, worker_ids: list[int], collector: bool) -> dict[str, Any]:
-        """Free ports on this node for the committee entry (bound again by `start`)."""
+    def reserve(
+        self, bind: str, worker_ids: list[int], collector: bool, avoid: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Free ports on this node for the committee entry (bound again by `start`), none
+        of the host:ports in `avoid` (other hosts' reservations)."""
         self.bind = bind
-        ports = iter(free_ports(2 * len(worker_ids) + int(collector), bind))
+        skip = {int(a.rsplit(":", 1)[1]) for a in avoid if a.rsplit(":", 1)[0] == bind}
+        ports = iter(free_ports(2 * len(worker_ids) + int(collector), bind, skip))
         primary = f"{bind}:{next(ports)}" if collector else None
         workers = {
             wid: {

@@ -200,3 +200,24 @@ def test_graceful_stop_closes_stores_and_frees_ports_and_processes(
         store = BatchStore(slot.store_dir)
         assert len(store) > 0
         store.close()
+
+
+def test_hosts_that_pick_the_same_port_pick_again(ray_instance: None, tmp_path: Path) -> None:
+    """Hosts on one node reserve ports independently: when two reservations clash (forced
+    here by handing both hosts the first one's), the second host reserves anew, avoiding
+    every port already taken."""
+    pending = RayCommittee(4, 1, PARAMS, store_root=str(tmp_path), spares=False)
+    hosts = [a.hosts[0] for a in pending.authorities[:2]]
+    try:
+        for h in hosts:
+            h.actor = pending._new_actor(h.node)
+        first = ray.get(hosts[0].actor.reserve.remote(hosts[0].bind, [0], True))
+        distinct = pending._distinct(hosts, [first, first], timeout=30)
+        assert distinct[0] == first
+        ours = {first["primary"], *first["workers"][0].values()}
+        again = {distinct[1]["primary"], *distinct[1]["workers"][0].values()}
+        assert len(again) == 3 and not ours & again
+    finally:
+        for h in hosts:
+            if h.actor is not None:
+                ray.kill(h.actor, no_restart=True)
