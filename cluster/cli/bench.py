@@ -92,7 +92,7 @@ def format_bench(b: dict[str, Any]) -> str:
     lines = [
         f"Ceiling of this machine ({c['cores']} cores; one thread each, "
         f"{c['batch_size']:,}-byte buffers):",
-        f"  SHA-512 {c['hash_mb_s']:,} MB/s   synced LevelDB {c['store_mb_s']:,} MB/s "
+        f"  SHA-512 {c['hash_mb_s']:,} MB/s   synced store {c['store_mb_s']:,} MB/s "
         f"({c['store_puts_s']:,} puts/s)   loopback {c['loopback_mb_s']:,} MB/s   "
         f"ChaCha20-Poly1305 {c['aead_mb_s']:,} MB/s",
     ]
