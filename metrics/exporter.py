@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIServer, make_server
@@ -93,9 +94,13 @@ class MetricsServer:
         if self._server is not None:
             stopping = threading.Thread(target=self._server.shutdown, daemon=True)
             stopping.start()  # returns once the serving thread saw the request
-            with contextlib.suppress(OSError):  # wake it from its poll
-                socket.create_connection((self.host, self._server.server_port), 1).close()
-            stopping.join(timeout=5)
+            deadline = time.monotonic() + 5
+            while stopping.is_alive() and time.monotonic() < deadline:
+                # Wake it from its poll; a wake-up that beat the shutdown request was
+                # served as a scrape, so knock until the shutdown went through.
+                with contextlib.suppress(OSError):
+                    socket.create_connection((self.host, self._server.server_port), 1).close()
+                stopping.join(timeout=0.1)
             self._server.server_close()
             self._server = None
         if self._thread is not None:

@@ -55,8 +55,6 @@ class _Buckets:
 class _Family:
     """Series of one metric by label values, created on first use."""
 
-    kind = ""
-
     def __init__(self, name: str, doc: str, labelnames: Sequence[str]) -> None:
         self.name, self.doc, self.labelnames = name, doc, tuple(labelnames)
         self._series: dict[tuple[str, ...], object] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +31,24 @@ def keep_freed_memory() -> bool:
     """Set glibc's thresholds once per process; False where there is no glibc."""
     global _tuned
     if _tuned is None:
-        _tuned = _mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) and _mallopt(
-            M_MMAP_THRESHOLD, MMAP_THRESHOLD
+        mallopt = _mallopt()
+        _tuned = mallopt is not None and all(
+            mallopt(param, value) == 1
+            for param, value in (
+                (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+                (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            )
         )
         if not _tuned:
             log.debug("malloc thresholds left as they are (no glibc mallopt)")
     return _tuned
 
 
-def _mallopt(param: int, value: int) -> bool:
+def _mallopt() -> Callable[[int, int], int] | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
-        return False
+        return None
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return mallopt(param, value) == 1
+    return mallopt

@@ -115,6 +115,8 @@ class StoreWriter:
         """Write the oldest group (and the reports to forget) in a thread."""
         group = self._groups.popleft() if self._groups else _Group()
         delivered, self._delivered = self._delivered, []
+        if delivered:
+            self._notify()  # `run`'s linger for them is over: they ride along here
         self._writing = group
         if self._token is None:
             self._token = trio.lowlevel.current_trio_token()

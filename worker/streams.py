@@ -10,15 +10,14 @@ Listeners admit at most `max_connections` at a time; the others are closed at on
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
+from worker.vectored import MAX_IOV, write_vectored
 from worker.wire.frames import LARGE_PAYLOAD, Frame, FrameBuffer, FrameError, tagged_header
 from worker.wire.transactions import ClientFrames, TxRun
 
@@ -31,8 +30,6 @@ MAX_READ = 4 << 20
 READ_RUNS = 256 * 1024
 #: Frames up to this size that are ready together go out in one write.
 COALESCE_BYTES = 256 * 1024
-#: Buffers handed to one sendmsg call at most (below the kernel's IOV_MAX).
-MAX_IOV = 512
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -171,10 +168,8 @@ async def send_parts(
                 await stream.send_all(part)
         return
     sock = stream.socket
-    views = [memoryview(p) for p in parts if p]
     try:
-        with contextlib.suppress(BlockingIOError):  # the socket is full: wait below
-            _consume(views, os.writev(sock.fileno(), views[:MAX_IOV]))
+        views = write_vectored(sock.fileno(), parts)  # what the socket takes at once
         if not views:
             return
         with trio.fail_after(timeout):

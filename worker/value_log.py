@@ -23,10 +23,11 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-HEADER = struct.Struct("<I32s")  # body length, digest
+from worker.vectored import write_vectored
+from worker.wire.messages import DIGEST_BYTES
+
+HEADER = struct.Struct(f"<I{DIGEST_BYTES}s")  # body length, digest
 LOCATOR = struct.Struct("<QI")  # offset of the body, its length
-#: writev's limit on buffers per call (POSIX IOV_MAX is at least 16; Linux has 1024)
-MAX_BUFFERS = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 
 
 class CorruptValueLog(Exception):
@@ -52,7 +53,8 @@ class ValueLog:
             locators.append(LOCATOR.pack(offset, len(body)))
             offset += len(body)
         try:
-            _write_all(self._append, buffers)
+            if write_vectored(self._append, buffers):  # a file takes all, or raises
+                raise OSError(f"{self.path}: short write")
             if sync:
                 os.fdatasync(self._append)
         except OSError:
@@ -71,18 +73,3 @@ class ValueLog:
     def close(self) -> None:
         os.close(self._append)
         os.close(self._read)
-
-
-def _write_all(fd: int, buffers: list[bytes]) -> None:
-    """writev until every byte is written (a call may write part, or too many buffers)."""
-    views = [memoryview(b) for b in buffers if b]
-    first = 0
-    while first < len(views):
-        written = os.writev(fd, views[first : first + MAX_BUFFERS])
-        while written:
-            if written >= len(views[first]):
-                written -= len(views[first])
-                first += 1
-            else:
-                views[first] = views[first][written:]
-                written = 0

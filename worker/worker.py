@@ -88,7 +88,7 @@ class Worker:
         self._network = transport or make_transport(
             committee, name, worker_id, params, keypair, libp2p_key_dir(self.store_dir)
         )
-        self.transport = FaultyTransport(self._network, self.link_plan, inline=True)
+        self.transport = FaultyTransport(self._network, self.link_plan)
         self.peers = [peer for peer, _ in committee.peer_workers(name, worker_id)]
         self.changes, self._faults_changed = Changes(), Changes()
         self.records = Records()

@@ -56,7 +56,6 @@ class HostSlot:
     worker_ids: tuple[int, ...]
     collector: bool
     actor: Any = None
-    pid: int = 0
 
 
 @dataclass
@@ -94,10 +93,6 @@ class AuthoritySlot:
     @property
     def name(self) -> str:
         return self.key.name
-
-    @property
-    def home(self) -> HostSlot:
-        return next(h for h in self.hosts if h.collector)
 
     @property
     def running(self) -> bool:
@@ -317,7 +312,6 @@ class RayCommittee:
                 self.authority(h.authority).info = started["collector"]
             for info in started["workers"]:
                 self.worker(h.authority, info["worker_id"]).info = info
-                h.pid = info["pid"]
             h.actor = actor
 
     def _addresses(self) -> dict[int, dict[str, str]]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
+from worker import allocator
 from worker.allocator import keep_freed_memory
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
@@ -34,9 +36,19 @@ def _page_faults(mode: str) -> int:
     return int(out.stdout)
 
 
-def test_thresholds_are_set_once_per_process() -> None:
+def test_thresholds_are_set_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = allocator._mallopt
+
+    def counted() -> Any:
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(allocator, "_mallopt", counted)
+    monkeypatch.setattr(allocator, "_tuned", None)
     assert keep_freed_memory() is True
     assert keep_freed_memory() is True
+    assert len(calls) == 1
 
 
 def test_freed_buffers_are_reused_instead_of_faulted_in_again() -> None:

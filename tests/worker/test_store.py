@@ -9,7 +9,7 @@ from pathlib import Path
 import plyvel
 import pytest
 
-from worker import value_log
+from worker import vectored
 from worker.store import MIN_LOGGED_BODY, VALUE_LOG, BatchStore
 from worker.value_log import HEADER, CorruptValueLog, ValueLog
 from worker.wire import messages as wire
@@ -84,7 +84,7 @@ def test_a_failed_append_leaves_no_locator_and_no_tail(
             real_writev(fd, [bytes(buffers[0])[:10]])
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(value_log.os, "writev", half_then_full)
+        monkeypatch.setattr(vectored.os, "writev", half_then_full)
         lost = _batch(2)
         with pytest.raises(OSError):
             store.put(*lost, report=1)
@@ -109,8 +109,8 @@ def test_partial_writes_and_many_buffers_are_written_whole(
         first = bytes(buffers[0])
         return real_writev(fd, [first[: max(1, len(first) // 2)]])
 
-    monkeypatch.setattr(value_log.os, "writev", short_writev)
-    monkeypatch.setattr(value_log, "MAX_BUFFERS", 3)
+    monkeypatch.setattr(vectored.os, "writev", short_writev)
+    monkeypatch.setattr(vectored, "MAX_IOV", 3)
     log = ValueLog(tmp_path / "v.log")
     try:
         records = [(bytes([i]) * 32, bytes([i]) * (100 + i)) for i in range(7)]

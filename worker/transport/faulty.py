@@ -27,29 +27,22 @@ from worker.transport.base import (
 
 
 class FaultyTransport(Transport):
-    """`inline`: the caller passes every event of `events` (then the inner transport's)
-    through `admit` itself, saving a task and a channel hop per message (the worker's
-    dispatch does); otherwise a task of this wrapper filters them onto its own channel."""
+    """`events` are the inner transport's: the caller passes each through `admit` itself
+    (the worker's dispatch does), saving a task and a channel hop per message."""
 
-    def __init__(self, inner: Transport, plan: LinkPlan, *, inline: bool = False) -> None:
+    def __init__(self, inner: Transport, plan: LinkPlan) -> None:
         self.inner = inner
         self.plan = plan
         self.rejections = inner.rejections
         self.handshakes = inner.handshakes
         self.dropped: Counter[str] = Counter()  # by "outbound" / "inbound"
-        self.inline = inline
-        if inline:
-            self.events = inner.events
-        else:
-            self._events_tx, self.events = trio.open_memory_channel[TransportEvent](10_000)
+        self.events = inner.events
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             address = await nursery.start(self.inner.serve)
-            if not self.inline:
-                nursery.start_soon(self._filter_events)
             task_status.started(address)
 
     def send(self, request: SendRequest) -> None:
@@ -90,11 +83,6 @@ class FaultyTransport(Transport):
         if isinstance(event, RequestReceived):
             return RequestReceived(event.peer, event.data, self._faulty_respond(event))
         return event
-
-    async def _filter_events(self) -> None:
-        async for event in self.inner.events:
-            if (admitted := self.admit(event)) is not None:
-                await self._events_tx.send(admitted)
 
     def _faulty_respond(self, event: RequestReceived) -> Respond:
         async def respond(data: bytes) -> None:

@@ -137,10 +137,18 @@ class ClientFrames:
                 fit = (end - pos) // step
                 if fit == 0:
                     break
-                with view[pos : pos + fit * step] as region:
-                    count = _uniform_prefix(region, step, buf[pos : pos + 4])
                 header = bin_header_size(size)
-                if count > 1 and header in _BIN_MARKER:
+                count = 1
+                # Probe for a run only where one can start: a bin8/16 size whose next
+                # frame has the same length (mixed sizes would rescan the rest per frame).
+                if (
+                    fit > 1
+                    and header in _BIN_MARKER
+                    and buf[pos + step : pos + step + 4] == buf[pos : pos + 4]
+                ):
+                    with view[pos : pos + fit * step] as region:
+                        count = _uniform_prefix(region, step, buf[pos : pos + 4])
+                if count > 1:
                     if mixed:
                         yield TxRun.of(mixed, mixed_samples)
                         mixed, mixed_samples = [], []

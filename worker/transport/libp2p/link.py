@@ -16,6 +16,7 @@ import trio
 from libp2p.abc import INetStream
 
 from worker.core.requests import RequestTable
+from worker.streams import COALESCE_BYTES
 from worker.transport.base import (
     PeerName,
     RequestFailed,
@@ -33,7 +34,6 @@ from worker.transport.libp2p.framing import (
     write_pieces,
 )
 
-COALESCE_BYTES = 256 * 1024
 GATHER_TICKS = 64
 Emit = Callable[[TransportEvent], None]
 Buffer = bytes | bytearray | memoryview

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -65,10 +64,10 @@ from worker.transport.libp2p.yamux_session import (
     YamuxProtocolError,
     YamuxSession,
 )
+from worker.vectored import write_vectored
 
 log = logging.getLogger(__name__)
 READ_SIZE = 256 * 1024
-IOV_MAX = 512  # buffers per writev (Linux allows 1024)
 #: A large write is sealed and sent this much at a time, so that the peer decrypts the
 #: first part while we encrypt the next (the two ends overlap their crypto).
 SEND_BATCH = 128 * 1024
@@ -436,21 +435,7 @@ def batches(segments: list[Buffer], size: int) -> list[list[Buffer]]:
 
 def write_now(sock: trio.socket.SocketType, parts: list[bytes] | list[memoryview]) -> list:
     """Write as much of `parts` as the socket takes now (vectored, no join); what is left."""
-    views = [memoryview(p) for p in parts]
-    fd, first = sock.fileno(), 0
-    while first < len(views):
-        try:
-            sent = os.writev(fd, views[first : first + IOV_MAX])
-        except BlockingIOError:
-            break
-        while sent:
-            size = len(views[first])
-            if sent < size:
-                views[first] = views[first][sent:]
-                break
-            sent -= size
-            first += 1
-    return views[first:]
+    return write_vectored(sock.fileno(), parts)
 
 
 def muxer_factory(**options: Any) -> Callable[[ISecureConn, ID], LeanYamux]:
