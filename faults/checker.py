@@ -210,20 +210,24 @@ def check_acks_reported(ev: Evidence) -> CheckResult:
     )
 
 
+def start_delays(record: Mapping[str, Any]) -> dict[str, float]:
+    """How late each target's action of one ran step started (s after its planned time)."""
+    return {t: started - record["planned_at"] for t, started in record.get("started", {}).items()}
+
+
 def check_schedule(ran: Iterable[Mapping[str, Any]], limit: float) -> CheckResult:
     """The faults ran when the plan said: every action of every step started within
     `limit` s of its planned time. Not a property of the protocol but of the run: the
     liveness check reads the plan's times, so a late step makes the run untrustworthy."""
     late, n, worst = [], 0, 0.0
     for r in ran:
-        for target, started in sorted(r.get("started", {}).items()):
+        for target, delay in sorted(start_delays(r).items()):
             n += 1
-            delay = started - r["planned_at"]
             worst = max(worst, delay)
             if delay > limit:
                 late.append(
-                    f"{r['op']} ({r['label']}) of {target} started at {started:.2f}s, "
-                    f"planned at {r['planned_at']:g}s"
+                    f"{r['op']} ({r['label']}) of {target} started at "
+                    f"{r['planned_at'] + delay:.2f}s, planned at {r['planned_at']:g}s"
                 )
     if late:
         evidence = f"{len(late)} of {n} actions started over {limit:g}s late (worst {worst:.2f}s)"

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from faults.checker import CheckResult
+from faults.checker import CheckResult, start_delays
 from faults.plan import Step
 from faults.scenario import Scenario
 from faults.series import per_second
@@ -66,7 +66,7 @@ def _as_run(ran: list[dict[str, Any]]) -> list[str]:
     for r in ran:
         started = r.get("started", {})
         when = ", ".join(f"{i}: {t:.2f}s" for i, t in sorted(started.items())) or "nothing to do"
-        late = max((t - r["planned_at"] for t in started.values()), default=0.0)
+        late = max(start_delays(r).values(), default=0.0)
         lines.append(f"{r['planned_at']:7.2f}s  {r['op']:<11} started {when}  (+{late:.2f}s)")
     return (
         ["", "as run (action starts in plan time, by authority; lateness):", *lines]

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from faults.checker import Evidence, WorkerEvidence, check_all, check_schedule, verdict
+from faults.checker import (
+    Evidence,
+    WorkerEvidence,
+    check_all,
+    check_schedule,
+    start_delays,
+    verdict,
+)
 from faults.lanes import Lanes
 from faults.plan import PlanRunner, Step, resolve, split_network
 from faults.report import write_report
@@ -205,7 +212,7 @@ class ScenarioRunner:
 
     def schedule(self) -> dict[str, Any]:
         """How late the steps ran: the latest start after its planned time, and the limit."""
-        delays = [t - r["planned_at"] for r in self.ran for t in r.get("started", {}).values()]
+        delays = [d for r in self.ran for d in start_delays(r).values()]
         return {"max_late_s": round(max(delays, default=0.0), 3), "limit_s": MAX_LATE}
 
     # -- afterwards -----------------------------------------------------------------------

@@ -130,6 +130,9 @@ async def test_replayed_batches_are_stored_once(tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
         n0, n1, _, _ = _workers(c)
         await _load(n0, 200)
+        # n0 is idle once each batch has its quorum; n1's copy may still be on its way
+        own = {bytes.fromhex(r.digest) for r in n0.records}
+        await n1.wait_for(lambda: own <= _stored(n1))
         before = _stored(n1)
         assert n1.processor is not None
         persisted = n1.processor.persisted["peer"]
