@@ -242,14 +242,14 @@ class RayCommittee:
         taken: set[str] = set()
         out = []
         for h, ports in zip(hosts, reserved, strict=True):
-            if _addresses(ports) & taken:
+            if _reserved(ports) & taken:
                 avoid = sorted(taken)
                 ports = get_within(
                     [h.actor.reserve.remote(h.bind, list(h.worker_ids), h.collector, avoid)],
                     timeout,
                     "reserving ports again",
                 )[0]
-            taken |= _addresses(ports)
+            taken |= _reserved(ports)
             out.append(ports)
         return out
 
@@ -498,7 +498,7 @@ class RayCommittee:
                 ray.kill(actor, no_restart=True)
 
 
-def _addresses(ports: dict[str, Any]) -> set[str]:
+def _reserved(ports: dict[str, Any]) -> set[str]:
     """Every host:port of one host's reservation."""
     found = {ports["primary"]} if ports.get("primary") else set()
     for addresses in ports["workers"].values():

@@ -242,7 +242,7 @@ class LeanYamux(IMuxedConn):
         sock = self._socket.socket
         try:
             for i, group in enumerate(groups):
-                unsent = write_now(sock, self._sealer.seal(group))
+                unsent = write_vectored(sock.fileno(), self._sealer.seal(group))
                 if unsent:
                     with trio.CancelScope(shield=True):
                         with trio.move_on_after(self._send_timeout) as deadline:
@@ -261,12 +261,12 @@ class LeanYamux(IMuxedConn):
         sock = self._socket.socket
         while unsent:
             await trio.lowlevel.wait_writable(sock)
-            unsent = write_now(sock, unsent)
+            unsent = write_vectored(sock.fileno(), unsent)
         for group in groups:
-            unsent = write_now(sock, self._sealer.seal(group))
+            unsent = write_vectored(sock.fileno(), self._sealer.seal(group))
             while unsent:
                 await trio.lowlevel.wait_writable(sock)
-                unsent = write_now(sock, unsent)
+                unsent = write_vectored(sock.fileno(), unsent)
 
     async def write(self, stream: LeanStream, pieces: Sequence[Buffer]) -> None:
         """Send `pieces` in order on `stream` (no copy of large ones: see the session)."""
@@ -431,11 +431,6 @@ def batches(segments: list[Buffer], size: int) -> list[list[Buffer]]:
         groups[-1].append(segment)
         filled += len(segment)
     return groups
-
-
-def write_now(sock: trio.socket.SocketType, parts: list[bytes] | list[memoryview]) -> list:
-    """Write as much of `parts` as the socket takes now (vectored, no join); what is left."""
-    return write_vectored(sock.fileno(), parts)
 
 
 def muxer_factory(**options: Any) -> Callable[[ISecureConn, ID], LeanYamux]:
