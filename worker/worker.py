@@ -2,7 +2,8 @@
 
 `Worker.run` wires the data path in one place: the channels are named after where they
 go, one task per stage (each in its own module, driving a sans-IO core from
-worker/core), and the transport's events are dispatched inline by `dispatch`. Every
+worker/core), and the transport's events are dispatched by `Dispatch`, inline in the
+transport's reader tasks where it offers that. Every
 channel between stages is bounded except the one into the processor for own batches,
 which the broadcaster bounds itself, so a stalled quorum backs up to the clients'
 sockets. The `Worker` class is the facade a driver uses (see docs/architecture.md).
@@ -30,7 +31,7 @@ from worker.config import Committee, Parameters
 from worker.core.batch_maker import SealedBatch
 from worker.core.faults import Byzantine, FaultSettings, LinkPlan
 from worker.core.records import QuorumRecord, Records
-from worker.dispatch import dispatch
+from worker.dispatch import Dispatch
 from worker.impersonator import impersonate
 from worker.intake import TransactionIntake
 from worker.keys import KeyPair, short_name
@@ -49,7 +50,7 @@ from worker.wire import messages as wire
 from worker.wire.reports import Report
 from worker.wire.transactions import TxRun
 
-__all__ = ["Worker", "dispatch", "libp2p_key_dir", "make_transport"]
+__all__ = ["Dispatch", "Worker", "libp2p_key_dir", "make_transport"]
 
 
 def _stake_buckets(committee: Committee) -> list[float]:
@@ -215,14 +216,11 @@ class Worker:
         try:
             async with trio.open_nursery() as nursery:
                 self._address = await nursery.start(self.transport.serve)
-                nursery.start_soon(
-                    dispatch,
-                    self.transport.events,
-                    broadcaster,
-                    to_processor,
-                    processor.rejections,
-                    self.transport.admit,
+                dispatch = Dispatch(
+                    broadcaster, to_processor, processor.rejections, self.transport.admit
                 )
+                self.transport.deliver_inline(dispatch)
+                nursery.start_soon(dispatch.run, self.transport.events)
                 for stage in (connector, processor, misbehaviour, broadcaster, batch_maker):
                     nursery.start_soon(stage.run)
                 await nursery.start(intake.serve)

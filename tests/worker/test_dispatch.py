@@ -14,7 +14,7 @@ from worker.transport.base import (
     TransportEvent,
 )
 from worker.wire import messages as wire
-from worker.worker import dispatch
+from worker.worker import Dispatch
 
 
 async def _noop(_: bytes) -> None:
@@ -46,7 +46,7 @@ async def test_events_reach_their_owner() -> None:
     for event in events:
         events_tx.send_nowait(event)
     events_tx.close()
-    await dispatch(events_rx, broadcaster, to_processor)
+    await Dispatch(broadcaster, to_processor).run(events_rx)
     assert broadcaster.responses == [events[0], events[3]]
     assert broadcaster.failures == [events[2]]
     assert from_dispatch.receive_nowait() == events[1]
@@ -69,7 +69,7 @@ async def test_a_full_processor_never_holds_up_acks() -> None:
     events_tx.send_nowait(ResponseReceived(9, "a", b"ack"))
     refused: Counter[str] = Counter()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(dispatch, events_rx, broadcaster, to_processor, refused)
+        nursery.start_soon(Dispatch(broadcaster, to_processor, refused).run, events_rx)
         await trio.testing.wait_all_tasks_blocked()
         assert broadcaster.responses == [ResponseReceived(9, "a", b"ack")]
         assert events_rx.statistics().current_buffer_used == 0

@@ -78,6 +78,13 @@ class Transport(ABC):
     def connected_peers(self) -> set[PeerName]:
         """Peers with a live link right now."""
 
+    def deliver_inline(self, sink: Callable[[TransportEvent], None]) -> bool:
+        """Hand requests and responses to `sink` in the reader task that parsed them
+        instead of queueing them on `events` (failures still go to `events`), saving a
+        task hop per message; `sink` must not block or raise. False: not supported."""
+        del sink
+        return False
+
     # -- discovery (defaults: the committee's addresses are all there is to know) -------
     @property
     def peer_id(self) -> str | None:

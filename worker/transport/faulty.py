@@ -10,7 +10,7 @@ messages wait in tasks of the wrapper's own nursery (no queue between).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import trio
 
@@ -56,6 +56,9 @@ class FaultyTransport(Transport):
 
     def connected_peers(self) -> set[PeerName]:
         return {p for p in self.inner.connected_peers() if self.plan.accepts_from(p)}
+
+    def deliver_inline(self, sink: Callable[[TransportEvent], None]) -> bool:
+        return self.inner.deliver_inline(sink)  # the sink applies `admit`, as for `events`
 
     @property
     def peer_id(self) -> str | None:

@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -139,11 +140,12 @@ class TcpTransport(Transport):
         self._local_send, self._local_recv = trio.open_memory_channel[RequestFailed](math.inf)
         self._outbound: dict[PeerName, _Outbound] = {}
         self._streams: set[trio.SocketStream] = set()
+        self._sink: Callable[[TransportEvent], None] | None = None
         self._inbound = InboundLinks(
             params,
             worker_id,
             names_by_key,
-            self._emit,
+            self._emit_read,
             self.rejections,
             self.handshakes,
             self.watermarks,
@@ -219,6 +221,17 @@ class TcpTransport(Transport):
                 self._events_send.send_nowait(event)
             except trio.WouldBlock:
                 await self._events_send.send(event)
+
+    async def _emit_read(self, event: TransportEvent) -> None:
+        """A request or response, from the reader task that parsed it."""
+        if self._sink is not None:
+            self._sink(event)
+        else:
+            await self._emit(event)
+
+    def deliver_inline(self, sink: Callable[[TransportEvent], None]) -> bool:
+        self._sink = sink
+        return True
 
     def _fail_locally(self, request: SendRequest, error: str) -> None:
         # `send` is synchronous and `events` is bounded, so these go via a forwarder task.
@@ -320,7 +333,7 @@ class TcpTransport(Transport):
                 elif conn.outstanding.pop(frame.request_id) is None:
                     self.rejections["unknown_request_id"] += 1  # never asked, or timed out
                 else:
-                    await self._emit(ResponseReceived(frame.request_id, peer, frame.payload))
+                    await self._emit_read(ResponseReceived(frame.request_id, peer, frame.payload))
         except (Truncated, *STREAM_ERRORS) as exc:  # a hang-up, mid-frame or not
             error = f"connection lost: {exc!r}"
         except FrameError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 from libp2p.abc import INetStream
@@ -30,6 +30,7 @@ from worker.transport.libp2p.framing import (
     FrameReader,
     Kind,
     StreamClosed,
+    lean_stream,
     tagged_header,
     write_pieces,
 )
@@ -40,11 +41,12 @@ Buffer = bytes | bytearray | memoryview
 
 
 class FrameWriter:
-    """Queues frames without blocking the caller and writes them in order, coalesced.
+    """Writes frames in order without blocking the caller: at once when the stream is
+    idle and one of ours (a task hop less per frame), else queued and coalesced.
 
     Coalescing matters: every write is a send on the connection (and, with py-libp2p's
-    own Yamux, a Noise message and a window update from the reader). Frames put in the
-    same scheduler tick are coalesced anyway. Answers to a burst of requests, though,
+    own Yamux, a Noise message and a window update from the reader). Frames queued in
+    the same scheduler tick are written together. Answers to a burst of requests, though,
     come from a router task that yields between answers; while `more_coming()` says
     answers are still owed, the writer lets the scheduler run until the queue stops
     growing (a few ticks, no timer), so a lone answer is written at once. A frame may be
@@ -58,11 +60,21 @@ class FrameWriter:
         self._wake = trio.Event()
         self._progress = trio.Event()  # set (and replaced) on every put and every write
         self._writing = False
+        #: While `run` writes to one of our own Yamux streams: its unyielding write.
+        self._write_nowait: Callable[[Sequence[Buffer]], bool] | None = None
         self._closed = False
 
     def put(self, *pieces: Buffer) -> None:
         """Queue one frame, given whole or as consecutive pieces."""
         if not self._closed:
+            if (
+                self._write_nowait is not None
+                and not self._queue
+                and not self._writing
+                and (self._more_coming is None or not self._more_coming())
+                and self._write_nowait(pieces)
+            ):
+                return self._progressed()  # written at once: no trip through `run`
             size = sum(len(p) for p in pieces)
             self._queue.append((pieces, size))
             self._queued_bytes += size
@@ -87,6 +99,14 @@ class FrameWriter:
     async def run(self, stream: INetStream, write_timeout: float = math.inf) -> None:
         """Write until closed; a write that fails, or takes longer than `write_timeout`
         (a peer that stopped reading), raises `StreamClosed`."""
+        lean = lean_stream(stream)
+        self._write_nowait = None if lean is None else lean.write_nowait
+        try:
+            await self._run(stream, write_timeout)
+        finally:
+            self._write_nowait = None
+
+    async def _run(self, stream: INetStream, write_timeout: float) -> None:
         with trio.CancelScope() as deadline:  # one scope, its deadline set per write
             while not self._closed:
                 if not self._queue:
@@ -143,6 +163,7 @@ class OutboundLink:
         self,
         peer: PeerName,
         emit: Emit,
+        emit_answer: Emit,
         rejections: Counter[str],
         stats: Counter[str],
         on_change: Callable[[], None],
@@ -153,7 +174,7 @@ class OutboundLink:
         write_timeout: float = math.inf,
     ) -> None:
         self.peer = peer
-        self._emit = emit
+        self._emit, self._emit_answer = emit, emit_answer
         self._rejections = rejections
         self._stats = stats
         self._on_change = on_change
@@ -257,7 +278,7 @@ class OutboundLink:
         if self._outstanding.pop(frame.request_id) is None:
             self._stats["late_or_unknown_response"] += 1
         elif frame.kind is Kind.RESPONSE:
-            self._emit(ResponseReceived(frame.request_id, self.peer, frame.payload))
+            self._emit_answer(ResponseReceived(frame.request_id, self.peer, frame.payload))
         else:
             reason = frame.payload[:64].decode("utf-8", "replace")
             self._fail(frame.request_id, f"refused_by_peer: {reason}")

@@ -106,6 +106,8 @@ class LeanYamux(IMuxedConn):
         self._send_timeout = send_timeout
         self._on_refused = on_refused
         self._write_lock = trio.Lock()
+        #: Sealed bytes an unyielding write left unsent: they go before anything else.
+        self._backlog: list[memoryview] = []
         self._flush_wanted = trio.Event()
         self._accept_tx, self._accept_rx = trio.open_memory_channel[LeanStream](math.inf)
         self._nursery: trio.Nursery | None = None
@@ -236,26 +238,32 @@ class LeanYamux(IMuxedConn):
         """Seal and send everything queued (call with the write lock held). What the socket
         takes at once is sent without a checkpoint; the rest under a shield, within
         `send_timeout`."""
-        if not self._session.has_data_to_send:
+        if not self._session.has_data_to_send and not self._backlog:
             return
         groups = batches(self._session.data_to_send(), SEND_BATCH)
         sock = self._socket.socket
         try:
+            if self._backlog:  # what an unyielding write left goes first
+                unsent, self._backlog = self._backlog, []
+                return await self._send_patiently(unsent, groups)
             for i, group in enumerate(groups):
                 unsent = write_vectored(sock.fileno(), self._sealer.seal(group))
                 if unsent:
-                    with trio.CancelScope(shield=True):
-                        with trio.move_on_after(self._send_timeout) as deadline:
-                            await self._send_rest(unsent, groups[i + 1 :])
-                    if deadline.cancelled_caught:
-                        raise ConnectionLost("send timed out")
-                    return
+                    return await self._send_patiently(unsent, groups[i + 1 :])
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._shutdown()
             raise ConnectionLost(str(exc)) from exc
         except ConnectionLost:
             self._shutdown()
             raise
+
+    async def _send_patiently(self, unsent: list[memoryview], groups: list[list[Buffer]]) -> None:
+        """The rest once the socket takes it, under a shield, within `send_timeout`."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self._send_timeout) as deadline:
+                await self._send_rest(unsent, groups)
+        if deadline.cancelled_caught:
+            raise ConnectionLost("send timed out")
 
     async def _send_rest(self, unsent: list[memoryview], groups: list[list[Buffer]]) -> None:
         sock = self._socket.socket
@@ -267,6 +275,41 @@ class LeanYamux(IMuxedConn):
             while unsent:
                 await trio.lowlevel.wait_writable(sock)
                 unsent = write_vectored(sock.fileno(), unsent)
+
+    def write_nowait(self, stream: LeanStream, pieces: Sequence[Buffer]) -> bool:
+        """Send `pieces` on `stream` without yielding, when nobody else is sending and the
+        peer's window takes them whole; False (nothing sent) otherwise. Saves the caller a
+        trip through a writer task. What the socket does not take now is left, sealed,
+        to the flusher (ahead of anything later); a lost connection loses them, as it
+        loses whatever was in flight."""
+        state = stream.state
+        if (
+            self._write_lock.locked()
+            or self._backlog
+            or self.is_closed
+            or state.reset
+            or state.local_closed
+            or state.send_window < sum(len(p) for p in pieces)
+        ):
+            return False
+        session = self._session
+        for piece in pieces:
+            if len(piece):
+                session.send(state, piece)
+        groups = batches(session.data_to_send(), SEND_BATCH)
+        fd = self._socket.socket.fileno()
+        try:
+            for i, group in enumerate(groups):
+                unsent = write_vectored(fd, self._sealer.seal(group))
+                if unsent:
+                    self._backlog = unsent + [
+                        memoryview(p) for g in groups[i + 1 :] for p in self._sealer.seal(g)
+                    ]
+                    self._flush_wanted.set()
+                    break
+        except OSError:
+            self._shutdown()
+        return True
 
     async def write(self, stream: LeanStream, pieces: Sequence[Buffer]) -> None:
         """Send `pieces` in order on `stream` (no copy of large ones: see the session)."""
@@ -368,6 +411,10 @@ class LeanStream(IMuxedStream):
     async def write_pieces(self, pieces: Sequence[Buffer]) -> None:
         """Write the concatenation of `pieces` without joining them first."""
         await self.muxed_conn.write(self, pieces)
+
+    def write_nowait(self, pieces: Sequence[Buffer]) -> bool:
+        """`pieces` sent at once, or False (nothing sent): see `LeanYamux.write_nowait`."""
+        return self.muxed_conn.write_nowait(self, pieces)
 
     async def close(self) -> None:
         """Half-close (FIN): the peer's data still arrives."""

@@ -135,8 +135,9 @@ class Libp2pTransport(Transport):
             accept_timeout=accept_timeout,
             max_pending_per_ip=params.max_handshaking_connections,
         )
+        self._sink: Callable[[TransportEvent], None] | None = None
         self._inbound = InboundStreams(
-            self._emit,
+            self._emit_read,
             self.rejections,
             self.stats,
             max_payload=params.max_message_size,
@@ -148,6 +149,7 @@ class Libp2pTransport(Transport):
             name: OutboundLink(
                 name,
                 self._emit,
+                self._emit_read,
                 self.rejections,
                 self.stats,
                 self._peers.poke,
@@ -385,6 +387,17 @@ class Libp2pTransport(Transport):
     def _emit(self, event: TransportEvent) -> None:
         with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             self._events_tx.send_nowait(event)
+
+    def _emit_read(self, event: TransportEvent) -> None:
+        """A request or response, from the reader task that parsed it."""
+        if self._sink is not None:
+            self._sink(event)
+        else:
+            self._emit(event)
+
+    def deliver_inline(self, sink: Callable[[TransportEvent], None]) -> bool:
+        self._sink = sink
+        return True
 
     def _count_unknown_protocol(self) -> None:
         self.rejections["unknown_protocol"] += 1

@@ -241,6 +241,40 @@ class TransportContract:
             await cluster.start(1)
             await round_trip(cluster, 0, 1, request_id=16)
 
+    async def test_inline_delivery_bypasses_events(self, make_cluster: MakeCluster) -> None:
+        """With a sink, a request and its answer reach the sinks (not `events`); a failure
+        still comes out of `events`."""
+        async with make_cluster(2) as cluster:
+            got: list[list[TransportEvent]] = [[], []]
+            arrived = [trio.Event(), trio.Event()]
+
+            def sink(i: int) -> Callable[[TransportEvent], None]:
+                def take(event: TransportEvent) -> None:
+                    got[i].append(event)
+                    arrived[i].set()
+
+                return take
+
+            if not (cluster[0].deliver_inline(sink(0)) and cluster[1].deliver_inline(sink(1))):
+                import pytest
+
+                pytest.skip("this transport has no inline delivery")
+            cluster[0].send(SendRequest(1, cluster.names[1], b"ping"))
+            with trio.fail_after(TIMEOUT):
+                await arrived[1].wait()
+            [request] = got[1]
+            assert isinstance(request, RequestReceived)
+            assert (request.peer, request.data) == (cluster.names[0], b"ping")
+            await request.respond(b"pong")
+            with trio.fail_after(TIMEOUT):
+                await arrived[0].wait()
+            assert got[0] == [ResponseReceived(1, cluster.names[1], b"pong")]
+            stranger = KeyPair.generate().name
+            cluster[0].send(SendRequest(2, stranger, b"x"))
+            failed = await expect(cluster[0], RequestFailed)
+            assert (failed.request_id, failed.peer) == (2, stranger)
+            assert cluster[1].events.statistics().current_buffer_used == 0
+
     async def test_unknown_target_fails(self, make_cluster: MakeCluster) -> None:
         async with make_cluster(2) as cluster:
             stranger = KeyPair.generate().name
