@@ -13,7 +13,7 @@ its `read(n)` / `write(bytes)`.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from worker.transport.libp2p.muxer import LeanStream
@@ -28,6 +28,7 @@ __all__ = [
     "Kind",
     "StreamClosed",
     "encode_frame",
+    "read_frames",
     "tagged_header",
     "write_pieces",
 ]
@@ -97,3 +98,67 @@ class FrameReader:
             return await self._lean.read_chunks(max(1, self._buffer.wanted))
         chunk = await self._stream.read(self._chunk)
         return [chunk] if chunk else []
+
+
+async def read_frames(
+    stream: ByteStream, max_payload: int, handle: Callable[[Frame], None]
+) -> None:
+    """Hand every frame of `stream` to `handle`, in order, until a clean end of stream
+    between frames (then return); FrameError for bytes that are no frame (or one that
+    `handle` refuses), StreamClosed when the stream breaks. On our own Yamux streams
+    `handle` runs in the connection's read loop as the data arrives: no wake-up of the
+    caller's task per frame."""
+    lean = lean_stream(stream)
+    if lean is None:
+        reader = FrameReader(stream, max_payload)
+        while (frame := await reader.read_frame()) is not None:
+            handle(frame)
+        return
+    await _FramePump(lean, max_payload, handle).run()
+
+
+class _FramePump:
+    """`read_frames` on our Yamux: frames parsed from what the read loop delivers."""
+
+    def __init__(self, stream: LeanStream, max_payload: int, handle: Callable[[Frame], None]):
+        self._stream = stream
+        self._buffer = FrameBuffer(max_payload, tagged=True)
+        self._handle = handle
+        self._failure: FrameError | None = None
+        self._ended = False
+
+    async def run(self) -> None:
+        stream = self._stream
+        stream.consume(self._on_data)
+        try:
+            self._on_data()  # what arrived before
+            while self._failure is None and not self._ended:
+                try:
+                    await stream.wait_for_change()
+                except Exception as exc:  # StreamReset, a broken connection
+                    raise StreamClosed(f"{type(exc).__name__}: {exc}") from exc
+                self._on_data()
+        finally:
+            stream.consume(None)
+        if self._failure is not None:
+            raise self._failure
+
+    def _on_data(self) -> None:
+        """In the read loop (or `run`): frames out of everything unread."""
+        if self._failure is not None or self._ended:
+            return
+        buffer, state = self._buffer, self._stream.state
+        try:
+            for chunk in self._stream.take_chunks():
+                # one chunk at a time, so an oversized header is refused before more is kept
+                buffer.receive_data(chunk)
+                while (frame := buffer.next_frame()) is not None:
+                    assert isinstance(frame, Frame)
+                    self._handle(Frame(Kind(frame.kind), frame.request_id, frame.payload))
+            if state.remote_closed and not state.buffered and not state.reset:
+                buffer.end_of_data()  # Truncated inside a frame
+                self._ended = True
+        except FrameError as exc:
+            self._failure = exc
+        if self._failure is not None or self._ended:
+            self._stream.wake()  # `run` ends

@@ -25,11 +25,12 @@ from libp2p.abc import INetStream
 from worker.core.requests import RequestTable
 from worker.transport.base import PeerName, RequestReceived, Respond, TransportEvent
 from worker.transport.libp2p.framing import (
+    Frame,
     FrameError,
-    FrameReader,
     Kind,
     StreamClosed,
     encode_frame,
+    read_frames,
     tagged_header,
 )
 from worker.transport.libp2p.host import reset_quietly
@@ -138,7 +139,6 @@ class InboundStreams:
         failed read or write, a replacement) the caller resets the stream."""
         budget = self.budget(peer)
         writer = FrameWriter(lambda: len(budget) > 0)
-        reader = FrameReader(stream, self._max_payload)
         max_payload = self._max_payload
 
         def responder(request_id: int, token: int) -> Respond:
@@ -157,29 +157,25 @@ class InboundStreams:
 
             return respond
 
+        def on_request(frame: Frame) -> None:
+            if frame.kind is not Kind.REQUEST:
+                raise FrameError("malformed_frame", f"{frame.kind.name} on a request stream")
+            token = budget.take()
+            if token is None:
+                self._rejections["overloaded"] += 1
+                writer.put(encode_frame(Kind.ERROR, frame.request_id, b"overloaded"))
+            else:
+                self._emit(RequestReceived(peer, frame.payload, responder(frame.request_id, token)))
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write, writer, stream, nursery.cancel_scope)
             try:
-                while True:
-                    frame = await reader.read_frame()
-                    if frame is None:
-                        with trio.move_on_after(self._timeout):
-                            await writer.drain(lambda: len(budget) > 0)
-                            await stream.close()
-                            return True
-                        return False
-                    if frame.kind is not Kind.REQUEST:
-                        raise FrameError(
-                            "malformed_frame", f"{frame.kind.name} on a request stream"
-                        )
-                    token = budget.take()
-                    if token is None:
-                        self._rejections["overloaded"] += 1
-                        writer.put(encode_frame(Kind.ERROR, frame.request_id, b"overloaded"))
-                        continue
-                    self._emit(
-                        RequestReceived(peer, frame.payload, responder(frame.request_id, token))
-                    )
+                await read_frames(stream, max_payload, on_request)
+                with trio.move_on_after(self._timeout):  # the peer half-closed
+                    await writer.drain(lambda: len(budget) > 0)
+                    await stream.close()
+                    return True
+                return False
             except FrameError as exc:
                 self._rejections[exc.reason] += 1
             except StreamClosed:

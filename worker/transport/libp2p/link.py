@@ -27,10 +27,10 @@ from worker.transport.base import (
 from worker.transport.libp2p.framing import (
     Frame,
     FrameError,
-    FrameReader,
     Kind,
     StreamClosed,
     lean_stream,
+    read_frames,
     tagged_header,
     write_pieces,
 )
@@ -154,6 +154,10 @@ class FrameWriter:
         return taken
 
 
+class _UnexpectedKind(FrameError):
+    """A well-formed frame that has no place on our request stream."""
+
+
 class OutboundLink:
     """Our requests to one peer. Without a stream they wait (the supervisor is asked to
     dial at once); on the stream they are outstanding until answered, refused, timed
@@ -257,24 +261,21 @@ class OutboundLink:
             scope.cancel()  # a stream we cannot write to is lost for reading too
 
     async def _read(self, stream: INetStream) -> str:
-        reader = FrameReader(stream, self._max_payload)
-        while True:
-            try:
-                frame = await reader.read_frame()
-            except StreamClosed as exc:
-                return f"link_broken: {exc}"
-            except FrameError as exc:
-                self._rejections[exc.reason] += 1
-                return f"link_broken: peer sent a bad frame ({exc.reason})"
-            if frame is None:
-                return "link_closed_by_peer"
-            if not self._on_answer(frame):
-                self._rejections["malformed_frame"] += 1
-                return "link_broken: unexpected frame kind"
+        try:
+            await read_frames(stream, self._max_payload, self._on_answer)
+        except StreamClosed as exc:
+            return f"link_broken: {exc}"
+        except _UnexpectedKind:
+            self._rejections["malformed_frame"] += 1
+            return "link_broken: unexpected frame kind"
+        except FrameError as exc:
+            self._rejections[exc.reason] += 1
+            return f"link_broken: peer sent a bad frame ({exc.reason})"
+        return "link_closed_by_peer"
 
-    def _on_answer(self, frame: Frame) -> bool:
+    def _on_answer(self, frame: Frame) -> None:
         if frame.kind not in (Kind.RESPONSE, Kind.ERROR):
-            return False
+            raise _UnexpectedKind("malformed_frame", f"{frame.kind.name} on our request stream")
         if self._outstanding.pop(frame.request_id) is None:
             self._stats["late_or_unknown_response"] += 1
         elif frame.kind is Kind.RESPONSE:
@@ -282,7 +283,6 @@ class OutboundLink:
         else:
             reason = frame.payload[:64].decode("utf-8", "replace")
             self._fail(frame.request_id, f"refused_by_peer: {reason}")
-        return True
 
     # -- helpers ------------------------------------------------------------------------
     def _start(

@@ -371,6 +371,8 @@ class LeanStream(IMuxedStream):
         self.stream_id = state.id
         self._changed = trio.Event()
         self._want = 1  # bytes the waiting reader needs before it is woken for data
+        #: Called in the read loop when data arrives, instead of waking a reader.
+        self._consumer: Callable[[], None] | None = None
 
     async def read(self, n: int | None = None) -> bytes:
         """Up to `n` (default: all) unread bytes, waiting for some if there are none."""
@@ -389,6 +391,19 @@ class LeanStream(IMuxedStream):
             return await self._take(YamuxSession.read_chunks)
         finally:
             self._want = 1
+
+    def consume(self, consumer: Callable[[], None] | None) -> None:
+        """Have `consumer` called in the connection's read loop whenever data arrives
+        (it takes it with `take_chunks`), instead of waking a reader: a hop less per
+        message. Other changes (FIN, reset, window) still wake `wait_for_change`."""
+        self._consumer = consumer
+
+    def take_chunks(self) -> list[bytes]:
+        """Everything unread now, as it arrived, without waiting ([] when nothing)."""
+        chunks = self.muxed_conn._session.read_chunks(self.state)
+        if chunks:
+            self.muxed_conn.wake_flusher()  # a window update, now and then
+        return chunks
 
     async def _take(self, take: Callable[[YamuxSession, StreamState], _T]) -> _T:
         conn, state = self.muxed_conn, self.state
@@ -447,7 +462,9 @@ class LeanStream(IMuxedStream):
 
     # -- for the connection ---------------------------------------------------------------
     def data_arrived(self) -> None:
-        if self.state.buffered >= self._want:
+        if self._consumer is not None:
+            self._consumer()
+        elif self.state.buffered >= self._want:
             self.wake()
 
     def wake(self) -> None:
