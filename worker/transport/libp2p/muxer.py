@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -189,8 +190,23 @@ class LeanYamux(IMuxedConn):
         try:
             if self._leftover:
                 self._deliver(self._session.receive_data(self._leftover))
-            receive_some, opener, session = self._socket.receive_some, self._opener, self._session
-            while data := await receive_some(READ_SIZE):
+            opener, session, data = self._opener, self._session, b""
+            while True:
+                sock = self._socket.socket
+                # Wait first unless the last read filled the buffer (then more is likely
+                # there): a read that would block costs a syscall, and trio's stream
+                # wrappers a dozen Python calls, per message.
+                if len(data) < READ_SIZE:
+                    await trio.lowlevel.wait_readable(sock)
+                else:
+                    await trio.lowlevel.checkpoint()
+                try:
+                    data = os.read(sock.fileno(), READ_SIZE)
+                except BlockingIOError:
+                    data = b""
+                    continue
+                if not data:  # the peer closed the connection
+                    break
                 for plaintext in opener.open(data):
                     self._deliver(session.receive_data(plaintext))
                 if session.has_data_to_send:

@@ -4,6 +4,7 @@ py-libp2p leaves behind when we take a connection over. Real hosts on 127.0.0.1.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -116,6 +117,7 @@ async def test_a_peer_that_stops_reading_loses_the_connection(tmp_path: Path) ->
             await stream.write(bytes(12 * 1024 * 1024))
         assert conn.muxed_conn.is_closed
         stuck.release.set()
+        stuck.close_silent()
 
 
 async def test_closing_ends_the_peers_streams(tmp_path: Path) -> None:
@@ -167,15 +169,22 @@ def _session(noise) -> SecureSession:  # type: ignore[no-untyped-def]
 
 
 class _StuckSocket:
-    """A trio socket whose next receive waits until released (everything else passes)."""
+    """A trio socket that reads from a socket nobody writes to (a reader that stopped),
+    until released; everything else passes to the real one."""
 
     def __init__(self, inner: object) -> None:
         self._inner = inner
+        self._silent = socket.socketpair()
         self.release = trio.Event()
 
-    async def recv(self, max_bytes: int) -> bytes:
-        await self.release.wait()
-        return await self._inner.recv(max_bytes)  # type: ignore[attr-defined]
+    def fileno(self) -> int:
+        if self.release.is_set():
+            return self._inner.fileno()  # type: ignore[attr-defined,no-any-return]
+        return self._silent[0].fileno()
+
+    def close_silent(self) -> None:
+        for end in self._silent:
+            end.close()
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
