@@ -193,6 +193,8 @@ class LeanYamux(IMuxedConn):
             opener, session, data = self._opener, self._session, b""
             while True:
                 sock = self._socket.socket
+                if sock.fileno() < 0:  # closed (by `_shutdown`) since the last read
+                    break
                 # Wait first unless the last read filled the buffer (then more is likely
                 # there): a read that would block costs a syscall, and trio's stream
                 # wrappers a dozen Python calls, per message.
@@ -353,8 +355,10 @@ class LeanYamux(IMuxedConn):
                 raise MuxedStreamReset(f"connection lost: {exc}") from exc
             finally:
                 lock.release()
-            if pending:
-                await stream.wait_for_change()  # the peer's window is shut
+            # The peer's window is shut, unless its update came in while we were sending
+            # (that wake-up is gone: waiting now would wait for good).
+            if pending and state.send_window <= 0:
+                await stream.wait_for_change()
 
     def wake_flusher(self) -> None:
         if self._session.has_data_to_send:
