@@ -220,3 +220,25 @@ async def test_frames_larger_than_half_the_window_keep_flowing(tmp_path: Path) -
             await stream.close()
             await read_to_end(stream)
         assert received == sizes
+
+
+async def test_an_unyielding_write_the_socket_cannot_take_goes_out_first(tmp_path: Path) -> None:
+    """`write_nowait` of more than the socket takes at once leaves the sealed rest to the
+    flusher; a later write goes out behind it, and the peer gets both, whole and in order."""
+    async with connected(ours(tmp_path, "a"), ours(tmp_path, "b")) as (conn, _):
+        stream = await open_stream_on(conn, SINK)
+        lean = stream.muxed_stream  # type: ignore[attr-defined]
+        first, second = b"\x01" * (8 * 2**20), b"\x02" * 1000
+        with trio.fail_after(HANG_GUARD):
+            while lean.state.send_window < len(first):  # the 16 MiB grant rides on its ACK
+                await lean.wait_for_change()
+            await trio.testing.wait_all_tasks_blocked()  # the flusher is not sending
+        assert lean.write_nowait([first])
+        assert lean.muxed_conn._backlog  # the socket took only part of 8 MiB
+        assert not lean.write_nowait([second])  # nothing may pass the backlog
+        with trio.fail_after(HANG_GUARD):
+            await stream.write(second)
+            await stream.close()
+            answer = await read_to_end(stream)
+        assert int(answer) == len(first) + len(second)
+        assert not lean.muxed_conn._backlog
