@@ -264,16 +264,26 @@ class LeanYamux(IMuxedConn):
             if self._backlog:  # what an unyielding write left goes first
                 unsent, self._backlog = self._backlog, []
                 return await self._send_patiently(unsent, groups)
-            for i, group in enumerate(groups):
-                unsent = write_vectored(sock.fileno(), self._sealer.seal(group))
-                if unsent:
-                    return await self._send_patiently(unsent, groups[i + 1 :])
+            unsent, rest = self._send_what_fits(sock.fileno(), groups)
+            if unsent:
+                await self._send_patiently(unsent, rest)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._shutdown()
             raise ConnectionLost(str(exc)) from exc
         except ConnectionLost:
             self._shutdown()
             raise
+
+    def _send_what_fits(
+        self, fd: int, groups: list[list[Buffer]]
+    ) -> tuple[list[memoryview], list[list[Buffer]]]:
+        """Seal and write groups while the socket takes them whole: what it left of the
+        last one written, and the groups not sealed yet (both empty when all went)."""
+        for i, group in enumerate(groups):
+            unsent = write_vectored(fd, self._sealer.seal(group))
+            if unsent:
+                return unsent, groups[i + 1 :]
+        return [], []
 
     async def _send_patiently(self, unsent: list[memoryview], groups: list[list[Buffer]]) -> None:
         """The rest once the socket takes it, under a shield, within `send_timeout`."""
@@ -315,16 +325,11 @@ class LeanYamux(IMuxedConn):
             if len(piece):
                 session.send(state, piece)
         groups = batches(session.data_to_send(), SEND_BATCH)
-        fd = self._socket.socket.fileno()
         try:
-            for i, group in enumerate(groups):
-                unsent = write_vectored(fd, self._sealer.seal(group))
-                if unsent:
-                    self._backlog = unsent + [
-                        memoryview(p) for g in groups[i + 1 :] for p in self._sealer.seal(g)
-                    ]
-                    self._flush_wanted.set()
-                    break
+            unsent, rest = self._send_what_fits(self._socket.socket.fileno(), groups)
+            if unsent:
+                self._backlog = unsent + [memoryview(p) for g in rest for p in self._sealer.seal(g)]
+                self._flush_wanted.set()
         except OSError:
             self._shutdown()
         return True
