@@ -50,7 +50,7 @@ from libp2p.stream_muxer.exceptions import (
     MuxedStreamReset,
 )
 
-from worker.transport.libp2p.noise_cipher import NoiseDecryptError
+from worker.transport.libp2p.noise_cipher import MAX_PLAINTEXT, NoiseDecryptError
 from worker.transport.libp2p.takeover import take_over
 from worker.transport.libp2p.yamux_session import (
     DEFAULT_WINDOW,
@@ -510,15 +510,25 @@ class LeanStream(IMuxedStream):
 
 
 def batches(segments: list[Buffer], size: int) -> list[list[Buffer]]:
-    """`segments` in consecutive groups of about `size` bytes (a segment is never cut)."""
+    """`segments` in consecutive groups of about `size` bytes. A segment longer than that
+    is cut (without a copy) at multiples of MAX_PLAINTEXT, so its Noise messages are
+    those it would have sealed into whole: only the grouping changes, never the wire."""
+    step = max(MAX_PLAINTEXT, size // MAX_PLAINTEXT * MAX_PLAINTEXT)
     groups: list[list[Buffer]] = [[]]
     filled = 0
     for segment in segments:
-        if filled >= size:
-            groups.append([])
-            filled = 0
-        groups[-1].append(segment)
-        filled += len(segment)
+        length = len(segment)
+        pieces = (
+            [segment]
+            if length <= step
+            else [memoryview(segment)[start : start + step] for start in range(0, length, step)]
+        )
+        for piece in pieces:
+            if filled and filled + MAX_PLAINTEXT > size:  # no room for another whole message
+                groups.append([])
+                filled = 0
+            groups[-1].append(piece)
+            filled += len(piece)
     return groups
 
 

@@ -47,9 +47,11 @@ GO_AWAY_NORMAL, GO_AWAY_PROTOCOL_ERROR, GO_AWAY_INTERNAL_ERROR = 0, 1, 2
 INITIAL_WINDOW = 256 * 1024
 #: What we let a peer send on a stream before it hears from us again.
 DEFAULT_WINDOW = 16 * 1024 * 1024
-#: Largest DATA frame payload we send: one Noise message's plaintext (65,535 - 16), so
-#: a large payload leaves as whole messages of its own (go-yamux sends 64 KiB at most).
-MAX_FRAME = 65_519
+#: Largest DATA frame payload we send (the peer's window permitting). A batch goes as one
+#: frame: one header, where 64 KiB frames (go-yamux's) would need a header, and so a
+#: Noise message to seal and open, per 64 KiB. Every receiver here takes frames up to
+#: its window (go-yamux, stock py-libp2p, js-libp2p: docs/libp2p-protocol.md).
+MAX_FRAME = 1024 * 1024
 #: Payload pieces from this size on are queued by reference, not copied (see `send`).
 BY_REFERENCE = 4096
 MAX_INBOUND_STREAMS = 256

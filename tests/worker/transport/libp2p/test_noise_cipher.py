@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from noise.connection import Keypair, NoiseConnection
 
+from worker.transport.libp2p.muxer import batches
 from worker.transport.libp2p.noise_cipher import (
     LENGTH,
     MAX_MESSAGE,
@@ -135,3 +136,17 @@ def test_a_message_shorter_than_its_tag_is_refused() -> None:
 def _keys(side: NoiseConnection) -> tuple[bytes, int]:
     receive = side.noise_protocol.cipher_state_decrypt
     return receive.k, receive.n
+
+
+def test_grouping_a_write_for_sending_never_changes_its_messages() -> None:
+    """The muxer cuts a large write into groups it seals and sends one after the other
+    (muxer.batches); the messages must be those of the write sealed whole."""
+    a, _ = _handshake()
+    whole, grouped = _ours(a)[0], _ours(a)[0]
+    segments = [b"h" * 20, random.randbytes(500_000), b"t" * 7, random.randbytes(3 * MAX_PLAINTEXT)]
+    groups = batches(segments, 128 * 1024)
+    assert all(sum(len(p) for p in g) < 128 * 1024 + 2 * MAX_PLAINTEXT for g in groups)
+    assert len(groups) > 4
+    assert b"".join(whole.seal(segments)) == b"".join(
+        b"".join(grouped.seal(group)) for group in groups
+    )

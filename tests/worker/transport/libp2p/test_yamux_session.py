@@ -116,22 +116,34 @@ def test_one_event_per_receive_however_many_frames() -> None:
 
 
 def test_frames_stay_within_max_frame_and_large_pieces_are_not_copied() -> None:
-    pair = Pair()
+    pair = Pair(max_frame=5000)
     mine, _ = pair.open()
-    payload = bytes(3 * MAX_FRAME + 1)
+    payload = bytes(3 * 5000 + 1)
     pair.client.send(mine, payload)
     segments = pair.client.data_to_send()
-    assert [len(s) for s in segments] == [12, MAX_FRAME] * 3 + [13]  # headers apart
+    assert [len(s) for s in segments] == [12, 5000] * 3 + [13]  # headers apart
     assert all(s.obj is payload for s in segments[1::2])  # type: ignore[union-attr]
     pair.client.send(mine, payload)
-    sent = wire(pair.client)
+    assert frame_sizes(wire(pair.client)) == [5000] * 3 + [1]
+
+
+def test_a_batch_goes_as_one_frame_when_the_window_allows() -> None:
+    """One header per batch, not one per 64 KiB: each is a Noise message to seal and open."""
+    pair = Pair()
+    mine, _ = pair.open()
+    pair.client.send(mine, bytes(500_000))
+    assert frame_sizes(wire(pair.client)) == [500_000]
+    assert MAX_FRAME >= 500_000
+
+
+def frame_sizes(sent: bytes) -> list[int]:
     sizes, pos = [], 0
     while pos < len(sent):
         _, kind, _, _, length = HEADER.unpack_from(sent, pos)
         assert kind == DATA
         sizes.append(length)
         pos += HEADER.size + length
-    assert sizes == [MAX_FRAME] * 3 + [1]
+    return sizes
 
 
 def test_the_peers_window_is_honoured() -> None:
