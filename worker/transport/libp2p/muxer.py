@@ -209,8 +209,7 @@ class LeanYamux(IMuxedConn):
                     continue
                 if not data:  # the peer closed the connection
                     break
-                for plaintext in opener.open(data):
-                    self._deliver(session.receive_data(plaintext))
+                self._deliver(session.receive_messages(opener.open(data)))
                 if session.has_data_to_send:
                     self._flush_wanted.set()
         except (YamuxProtocolError, NoiseDecryptError) as exc:

@@ -98,8 +98,8 @@ class StreamOpened:
 
 @dataclass(frozen=True, slots=True)
 class DataReceived:
-    """More data for the stream (at most one event per stream and `receive_data` call,
-    unless frames of several streams interleave)."""
+    """More data for the stream (at most one event per stream and `receive_data` or
+    `receive_messages` call, unless frames of several streams interleave)."""
 
     stream: StreamState
 
@@ -306,9 +306,24 @@ class YamuxSession:
         """Process bytes from the peer (any split); raises `YamuxProtocolError`. A DATA
         body that is all of `data` (a Noise message of its own) is kept without a copy."""
         events: list[Event] = []
+        self._receive(data, events, None)
+        return events
+
+    def receive_messages(self, messages: list[bytes]) -> list[Event]:
+        """`receive_data` of each message in turn, with one DataReceived for a stream's
+        run of bodies: its reader is woken once per socket read, not once per message."""
+        events: list[Event] = []
+        told: StreamState | None = None
+        for data in messages:
+            told = self._receive(data, events, told)
+        return events
+
+    def _receive(
+        self, data: Buffer, events: list[Event], told: StreamState | None
+    ) -> StreamState | None:
+        """Append `data`'s events; `told` is the stream last given a DataReceived."""
         view = memoryview(data)
         pos, end = 0, len(view)
-        told: StreamState | None = None  # the stream last given a DataReceived
         while pos < end:
             if self._body_left:
                 n = min(self._body_left, end - pos)
@@ -342,7 +357,7 @@ class YamuxSession:
             if version != VERSION:
                 raise YamuxProtocolError("yamux_protocol_error", f"version {version}")
             self._on_header(kind, flags, stream_id, length, events)
-        return events
+        return told
 
     def _on_header(
         self, kind: int, flags: int, stream_id: int, length: int, events: list[Event]

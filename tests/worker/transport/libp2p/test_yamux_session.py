@@ -331,3 +331,22 @@ def test_a_body_that_is_a_whole_message_is_kept_without_a_copy() -> None:
     assert chunk is body
     server.receive_data(encode_header(DATA, 0, 1, 3) + b"abc")  # inside a message: copied
     assert server.read(server.streams[1]) == b"abc"
+
+
+def test_a_run_of_messages_wakes_each_stream_once_and_keeps_their_bodies() -> None:
+    """The read loop feeds every Noise message of a socket read at once: one
+    DataReceived per stream (not per message), bodies as they came, and the events of
+    other streams in order between."""
+    pair = Pair()
+    a, a_theirs = pair.open()
+    b, b_theirs = pair.open()
+    payload = random.randbytes(200_000)
+    pair.client.send(a, payload)
+    sent = wire(pair.client)
+    messages = [sent[i : i + 65_519] for i in range(0, len(sent), 65_519)]
+    pair.client.send(b, b"other")
+    pair.client.send(a, b"more")
+    events = pair.server.receive_messages([*messages, wire(pair.client)])
+    assert events == [DataReceived(a_theirs), DataReceived(b_theirs), DataReceived(a_theirs)]
+    assert pair.server.read(a_theirs) == payload + b"more"
+    assert pair.server.read(b_theirs) == b"other"
