@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from cluster.bench.ceiling import machine_speed
 from cluster.cpu import cpu_between, kill_new_descendants, process_tree, snapshot
 from cluster.results import RunResult, new_run_dir
 from cluster.scrape_targets import TargetsKeptCurrent
@@ -40,6 +41,8 @@ TICK = 1.0
 #: 512 B): knees TCP 56,000 and libp2p 40,000 tx/s; Ray adds actor processes on the same
 #: cores, so the default is a quarter of the libp2p knee.
 DEFAULT_RATE = 10_000
+#: Seconds of the machine-speed reading after the drain (SHA-512 on one core).
+SPEED_READING_S = 0.25
 #: Seconds the flow waits for a teardown's stop to clean up after killing its processes.
 KILL_WAIT = 5.0
 
@@ -230,6 +233,7 @@ def _measure(
     collectors: dict[str, dict[str, Any]] = {}
     homes: dict[str, dict[str, Any]] = {}
     placement_note = None
+    speed: dict[str, Any] = {}
     marks = [snapshot()]
     try:
         observer.load_started(cfg.duration)
@@ -245,7 +249,11 @@ def _measure(
         drained = within("drain", drain_budget, backend.drain, cfg.drain_timeout)
         drained_at = time.time()
         marks.append(snapshot())
-        time.sleep(cfg.linger)  # not a synchronisation: the scraper's interval
+        # Read the machine's speed after the CPU marks (it costs the run nothing); it
+        # fills the scraper's linger, which is not a synchronisation.
+        started = time.monotonic()
+        speed = machine_speed(SPEED_READING_S)
+        time.sleep(max(0.0, cfg.linger - (time.monotonic() - started)))
         workers, collectors = within("collect", cfg.collect_timeout, backend.collect)
         homes, placement_note = backend.placement()
     except Exception as exc:  # a phase overran or a backend call failed: say so, go on
@@ -265,6 +273,7 @@ def _measure(
         placement_note,
         problems=problems,
     )
+    result.machine_speed = speed
     result.cpu = {"load": cpu_between(marks[0], marks[1]), "run": cpu_between(marks[0], marks[2])}
     return result
 

@@ -7,7 +7,9 @@ worker. `local` and `run` write the same keys: placement fields are None on the 
 backend, and `scenario` is None outside a scenario. The report printed and the JSON
 written under results/<timestamp>/ are made from the same dict, so they cannot disagree.
 
-Every summary states the CPU the load used (`cpu`, see cluster/cpu.py) and whether the
+Every summary states the CPU the load used (`cpu`, see cluster/cpu.py), what the work
+cost (CPU per worker-to-worker request and per MB), the machine's speed just after it
+(`machine_speed`: SHA-512 on one core, which on a shared VM drifts), and whether the
 run was *saturated*: the clients missed their rate, the committee delivered under 0.9 of
 what they offered, or the machine was >= 90 % busy. A saturated run measured the
 testbed (or the box), not the protocol, and its report says so first.
@@ -23,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cluster.bench.cost import cost_figures
 from faults.agreement import check_digest_agreement
 from faults.report import saturation_banner
 from faults.runner import ScenarioOutcome
@@ -55,6 +58,8 @@ class RunResult:
     scenario: ScenarioOutcome | None = None
     #: `cluster.cpu.cpu_between` over the load ("load") and the load plus the drain ("run")
     cpu: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the machine's speed just after the drain (`cluster.bench.ceiling.machine_speed`)
+    machine_speed: dict[str, Any] = field(default_factory=dict)
     #: what went wrong in the flow (a phase over its deadline, a backend error): run failed
     problems: list[str] = field(default_factory=list)
     #: a scenario's faults ran (set before it is judged): they may lower delivery by design
@@ -92,6 +97,7 @@ class RunResult:
             **figures,
             **self.load_figures(figures),
             "problems": self.problems,
+            "machine_speed": self.machine_speed or None,
             "worker_to_worker_requests": sum(
                 w.get("persisted", {}).get("peer", 0) for w in self.workers
             ),
@@ -152,6 +158,33 @@ def cpu_line(cpu: Mapping[str, Mapping[str, Any]]) -> str:
             f"({load['run_share']:.0%} of {load['cores']} cores, {load['processes']} processes)"
         )
     return f" CPU over the load: machine {load['machine_share']:.0%} of {load['cores']} cores{own}"
+
+
+def cost_line(summary: Mapping[str, Any]) -> str:
+    """What the work cost the machine, so runs of different N or load compare by cost."""
+    cost = cost_figures(summary)
+    per_request, per_mb = cost["cpu_ms_per_request"], cost["cpu_s_per_mb"]
+    if per_request is None and per_mb is None:
+        return " Cost: not measured"
+    parts = []
+    if per_request is not None:
+        parts.append(
+            f"{per_request:.2f} CPU-ms per worker-to-worker request ({cost['requests']:,})"
+        )
+    if per_mb is not None:
+        parts.append(f"{per_mb:.2f} CPU-s per delivered MB")
+    return " Cost: " + ", ".join(parts)
+
+
+def speed_line(speed: Mapping[str, Any] | None) -> str:
+    """This VM's speed drifts by a quarter within minutes: a CPU share or a cost means
+    little without the machine's own speed at the time, read the same way every run."""
+    if not speed:
+        return " Machine speed after the load: not measured"
+    return (
+        f" Machine speed after the load: SHA-512 {speed['sha512_mb_s']:,.0f} MB/s on one core"
+        " (compare runs by it)"
+    )
 
 
 def sample_latencies(
@@ -262,6 +295,8 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f" Quorum latency p99: {round(s['latency_p99_s'] * 1000):,} ms",
         f" Batches reaching quorum: {s['batches_quorum']:,}",
         cpu_line(s["cpu"]),
+        cost_line(s),
+        speed_line(s.get("machine_speed")),
         f" Drained: {'yes' if s['drained'] else 'NO (batches still in flight at the end)'}",
         "",
         " + PER AUTHORITY (batches sealed / acked by quorum / stored):",

@@ -29,6 +29,8 @@ from worker.wire.messages import DIGEST_BYTES
 
 #: Noise's largest plaintext per transport message (65,535 minus the 16-byte tag)
 NOISE_CHUNK = 65_519
+#: buffer size of the reference reading (the default batch size)
+SPEED_BUFFER = 500_000
 
 
 def _timed(seconds: float, once: Callable[[], int]) -> tuple[float, int]:
@@ -49,6 +51,12 @@ def hash_mb_s(size: int, seconds: float) -> float:
 
     elapsed, done = _timed(seconds, once)
     return round(done / elapsed / 1e6, 1)
+
+
+def machine_speed(seconds: float) -> dict[str, Any]:
+    """A run's reference reading of the machine (the ceiling's hash, one core), so two
+    runs' CPU figures can be set side by side even when the VM's speed drifted."""
+    return {"sha512_mb_s": hash_mb_s(SPEED_BUFFER, seconds), "seconds": round(seconds, 3)}
 
 
 def store_rates(size: int, seconds: float) -> dict[str, float]:

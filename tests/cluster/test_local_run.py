@@ -30,6 +30,10 @@ def test_local_run_prints_and_writes_the_summary(tmp_path: Path) -> None:
     assert summary["transactions_quorum"] == summary["transactions_sent"]
     assert summary["digest_agreement"]["ok"], summary["digest_agreement"]
     assert f"Worker TPS: {round(summary['tps']):,} tx/s" in proc.stdout
+    # the machine's speed of the moment and the work's cost, beside the CPU share
+    speed = summary["machine_speed"]["sha512_mb_s"]
+    assert speed > 0 and f"SHA-512 {speed:,.0f} MB/s on one core" in proc.stdout
+    assert "CPU-ms per worker-to-worker request" in proc.stdout
     assert "Digest agreement: OK" in proc.stdout
     # results/<timestamp>/: the same summary, and the report as printed
     match = re.search(r"^Results: (.+)$", proc.stdout, re.MULTILINE)

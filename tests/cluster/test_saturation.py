@@ -102,7 +102,10 @@ def test_the_summary_states_the_cpu_and_no_banner_when_not_saturated() -> None:
     assert summary["worker_to_worker_requests"] == 12
     report = format_report(summary)
     assert "CPU over the load: machine 40% of 2 cores" in report and "3.0 CPU-s" in report
+    # 3.0 CPU-s (load to drain) over 12 peer batches stored and acked
+    assert "Cost: 250.00 CPU-ms per worker-to-worker request (12)" in report
     assert "SATURATED" not in report
+    assert "Machine speed after the load: not measured" in report
 
 
 def test_a_saturated_summary_says_so_first_and_last() -> None:

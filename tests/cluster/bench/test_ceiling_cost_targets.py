@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cluster.bench.ceiling import against_ceiling, measure_ceiling, passes
+from cluster.bench.ceiling import against_ceiling, machine_speed, measure_ceiling, passes
 from cluster.bench.cost import cost_figures, cost_growth
 from cluster.bench.targets import Targets, judge_targets
 
@@ -46,6 +46,11 @@ def test_the_ceiling_measures_every_kind() -> None:
     for key in ("hash_mb_s", "store_mb_s", "store_puts_s", "loopback_mb_s", "aead_mb_s"):
         assert c[key] > 0
     assert c["batch_size"] == 64_000 and c["cores"] >= 1
+
+
+def test_the_machine_speed_reading_hashes_for_its_time() -> None:
+    speed = machine_speed(0.02)
+    assert speed["sha512_mb_s"] > 0 and speed["seconds"] == 0.02
 
 
 def _summary(n: int, cpu_s: float | None, requests: int) -> dict[str, Any]:
