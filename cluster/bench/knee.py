@@ -8,12 +8,13 @@ CPU the protocol's own work needs is what the ceiling comparison (`ceiling.py`) 
 
 The search doubles the rate from `start` until a rate fails (halving instead when
 `start` itself fails), then bisects between the last good and the first bad rate for a
-few steps. The caller runs each proposed rate and records whether it held.
+few steps. The caller runs each proposed rate and records whether it held; `lockstep`
+interleaves several searches (one per transport) step by step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,3 +85,15 @@ class KneeSearch:
     def capped(self) -> bool:
         """The knee is the cap: the committee held every rate tried, up to `max_rate`."""
         return self.bad is None and self.good >= self.max_rate
+
+
+def lockstep(searches: Mapping[str, KneeSearch]) -> Iterator[tuple[str, int]]:
+    """(transport, rate) to run next, a step of each unfinished search per round, the
+    order reversed every round; a search must be told each result before the next."""
+    order = list(searches)
+    while True:
+        proposed = [(t, rate) for t in order if (rate := searches[t].next_rate()) is not None]
+        if not proposed:
+            return
+        yield from proposed
+        order.reverse()

@@ -1,5 +1,6 @@
 """Driving the bench: knee searches per transport, the ceiling and the cost points, all
-on the local backend (one process per authority) in one run, assembled as one dict."""
+on the local backend (one process per authority) in one run, assembled as one dict.
+The transports take turns step by step, so a drift of the machine's speed hits both."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from cluster.backends.local import LocalBackend
 from cluster.bench.ceiling import against_ceiling, measure_ceiling
 from cluster.bench.cost import cost_figures, cost_growth
-from cluster.bench.knee import KneeSearch, judge_step
+from cluster.bench.knee import KneeSearch, judge_step, lockstep
 from cluster.experiment import ExperimentConfig, run_experiment
 from worker.config import Parameters
 
@@ -84,21 +85,28 @@ def step_figures(rate: int, summary: dict[str, Any], reasons: list[str]) -> dict
         "run_cpu_s": load["run_cpu_s"],
         "processes": load["processes"],
         "saturated": summary["saturated"],
+        "machine_speed": summary.get("machine_speed"),
     }
 
 
-def knee(s: BenchSettings, transport: str, note: Note) -> dict[str, Any]:
-    """Search the knee of one transport; every step's figures kept."""
-    search = KneeSearch(s.start_rate, s.max_rate, s.bisect_steps)
-    steps = []
-    while (rate := search.next_rate()) is not None:
+def knees(s: BenchSettings, note: Note) -> dict[str, dict[str, Any]]:
+    """Every transport's knee, the searches in lockstep: a step of each per round, the
+    order alternating round by round (A B, B A, ...). This VM's speed drifts by a
+    quarter within minutes, and a search takes several: run one after the other, the two
+    knees met different machines and their ratio measured the drift."""
+    searches = {t: KneeSearch(s.start_rate, s.max_rate, s.bisect_steps) for t in s.transports}
+    steps: dict[str, list[dict[str, Any]]] = {t: [] for t in s.transports}
+    for transport, rate in lockstep(searches):
         summary = _run(s, transport, s.authorities, rate, s.duration)
         reasons = judge_step(summary, s.max_p99_s)
-        search.record(rate, not reasons)
+        searches[transport].record(rate, not reasons)
         step = step_figures(rate, summary, reasons)
-        steps.append(step)
+        steps[transport].append(step)
         note(_step_line(transport, step))
-    return {"knee_tx_s": search.knee, "capped": search.capped, "steps": steps}
+    return {
+        t: {"knee_tx_s": search.knee, "capped": search.capped, "steps": steps[t]}
+        for t, search in searches.items()
+    }
 
 
 def _step_line(transport: str, step: dict[str, Any]) -> str:
@@ -112,14 +120,19 @@ def _step_line(transport: str, step: dict[str, Any]) -> str:
     )
 
 
-def cost(s: BenchSettings, transport: str, note: Note) -> list[dict[str, Any]]:
-    points = []
+def costs(s: BenchSettings, note: Note) -> dict[str, list[dict[str, Any]]]:
+    """The cost points, by committee size, the transports in alternating order (as the
+    knees, so both meet the same machine)."""
+    points: dict[str, list[dict[str, Any]]] = {t: [] for t in s.transports}
+    order = list(s.transports)
     for n in s.cost_authorities:
-        rate = s.cost_rate_per_worker * n * s.workers
-        point = cost_figures(_run(s, transport, n, rate, s.cost_duration))
-        points.append(point)
-        per_request = point["cpu_ms_per_request"]
-        note(f"cost {transport:<7} N={n:<3} {rate:>6,} tx/s: {per_request} CPU-ms per request")
+        for transport in order:
+            rate = s.cost_rate_per_worker * n * s.workers
+            point = cost_figures(_run(s, transport, n, rate, s.cost_duration))
+            points[transport].append(point)
+            per_request = point["cpu_ms_per_request"]
+            note(f"cost {transport:<7} N={n:<3} {rate:>6,} tx/s: {per_request} CPU-ms per request")
+        order.reverse()
     return points
 
 
@@ -128,22 +141,20 @@ def run_bench(s: BenchSettings, note: Note = log.info) -> dict[str, Any]:
     batch_size = Parameters().batch_size
     note(f"ceiling: {s.ceiling_seconds:g} s per kind of work, {batch_size:,}-byte buffers")
     ceiling = measure_ceiling(batch_size, s.ceiling_seconds)
-    knees = {}
-    for transport in s.transports:
-        found = knee(s, transport, note)
-        found["against_ceiling"] = against_ceiling(
-            found["knee_tx_s"], s.tx_size, s.authorities, transport, ceiling
+    found = knees(s, note)
+    for transport, knee in found.items():
+        knee["against_ceiling"] = against_ceiling(
+            knee["knee_tx_s"], s.tx_size, s.authorities, transport, ceiling
         )
-        knees[transport] = found
     ratio = None
-    if "tcp" in knees and "libp2p" in knees and knees["tcp"]["knee_tx_s"]:
-        ratio = round(knees["libp2p"]["knee_tx_s"] / knees["tcp"]["knee_tx_s"], 3)
-    costs = {t: cost(s, t, note) for t in s.transports}
+    if "tcp" in found and "libp2p" in found and found["tcp"]["knee_tx_s"]:
+        ratio = round(found["libp2p"]["knee_tx_s"] / found["tcp"]["knee_tx_s"], 3)
+    points = costs(s, note)
     return {
         "settings": {**asdict(s), "transports": list(s.transports)},
         "ceiling": ceiling,
-        "knees": knees,
+        "knees": found,
         "ratio": ratio,
-        "cost": costs,
-        "cost_growth": {t: cost_growth(points) for t, points in costs.items()},
+        "cost": points,
+        "cost_growth": {t: cost_growth(p) for t, p in points.items()},
     }

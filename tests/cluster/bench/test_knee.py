@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cluster.bench.knee import KneeSearch, judge_step
+from cluster.bench.knee import KneeSearch, judge_step, lockstep
 
 
 def drive(search: KneeSearch, holds: Callable[[int], bool]) -> list[int]:
@@ -48,6 +48,26 @@ def test_bisection_stops_when_the_interval_is_closed() -> None:
     search = KneeSearch(1, bisect_steps=10)
     tried = drive(search, lambda r: r <= 2)
     assert tried == [1, 2, 4, 3] and search.knee == 2
+
+
+def test_lockstep_takes_turns_in_alternating_order_until_every_search_ends() -> None:
+    searches = {"tcp": KneeSearch(1_000, bisect_steps=1), "libp2p": KneeSearch(1_000)}
+    limits = {"tcp": 3_000, "libp2p": 1_500}
+    ran = []
+    for transport, rate in lockstep(searches):
+        ran.append((transport, rate))
+        searches[transport].record(rate, rate <= limits[transport])
+    assert ran[:6] == [
+        ("tcp", 1_000), ("libp2p", 1_000),
+        ("libp2p", 2_000), ("tcp", 2_000),
+        ("tcp", 4_000), ("libp2p", 1_500),
+    ]  # fmt: skip
+    # each search saw exactly the steps it would have alone
+    assert [r for t, r in ran if t == "tcp"] == drive(
+        KneeSearch(1_000, bisect_steps=1), lambda r: r <= 3_000
+    )
+    assert [r for t, r in ran if t == "libp2p"] == drive(KneeSearch(1_000), lambda r: r <= 1_500)
+    assert searches["tcp"].knee == 3_000 and searches["libp2p"].knee == 1_500
 
 
 def summary(**over: Any) -> dict[str, Any]:
