@@ -272,8 +272,8 @@ def _measure(
         drained_at,
         placement_note,
         problems=problems,
+        machine_speed=speed,
     )
-    result.machine_speed = speed
     result.cpu = {"load": cpu_between(marks[0], marks[1]), "run": cpu_between(marks[0], marks[2])}
     return result
 

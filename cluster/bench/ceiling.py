@@ -29,7 +29,8 @@ from worker.wire.messages import DIGEST_BYTES
 
 #: Noise's largest plaintext per transport message (65,535 minus the 16-byte tag)
 NOISE_CHUNK = 65_519
-#: buffer size of the reference reading (the default batch size)
+#: buffer size of the machine-speed reading: fixed, so readings compare whatever a run's
+#: batch size (this is the default one)
 SPEED_BUFFER = 500_000
 
 

@@ -126,8 +126,8 @@ def costs(s: BenchSettings, note: Note) -> dict[str, list[dict[str, Any]]]:
     points: dict[str, list[dict[str, Any]]] = {t: [] for t in s.transports}
     order = list(s.transports)
     for n in s.cost_authorities:
+        rate = s.cost_rate_per_worker * n * s.workers
         for transport in order:
-            rate = s.cost_rate_per_worker * n * s.workers
             point = cost_figures(_run(s, transport, n, rate, s.cost_duration))
             points[transport].append(point)
             per_request = point["cpu_ms_per_request"]
