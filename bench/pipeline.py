@@ -27,7 +27,7 @@ from cluster.backends.local import LocalBackend
 from cluster.bench.cost import cost_figures
 from cluster.bench.knee import KneeSearch, judge_step
 from cluster.bench.run import step_figures
-from cluster.experiment import ExperimentConfig, run_experiment
+from cluster.experiment import HARNESS_PARAMETERS, ExperimentConfig, run_experiment
 from worker.config import Parameters
 
 
@@ -67,7 +67,7 @@ def _step(args: argparse.Namespace, transport: str, rate: int) -> dict[str, Any]
         rate=rate,
         tx_size=args.tx_size,
         duration=args.duration,
-        params=Parameters(transport=transport),
+        params=Parameters(**HARNESS_PARAMETERS, transport=transport),
         drain_timeout=args.drain_timeout,
     )
     summary = run_experiment(cfg, LocalBackend()).summary()

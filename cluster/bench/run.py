@@ -13,7 +13,7 @@ from cluster.backends.local import LocalBackend
 from cluster.bench.ceiling import against_ceiling, measure_ceiling
 from cluster.bench.cost import cost_figures, cost_growth
 from cluster.bench.knee import KneeSearch, judge_step, lockstep
-from cluster.experiment import ExperimentConfig, run_experiment
+from cluster.experiment import HARNESS_PARAMETERS, ExperimentConfig, run_experiment
 from worker.config import Parameters
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def _run(
         rate=rate,
         tx_size=s.tx_size,
         duration=duration,
-        params=Parameters(transport=transport),
+        params=Parameters(**HARNESS_PARAMETERS, transport=transport),
         drain_timeout=s.drain_timeout,
     )
     return run_experiment(cfg, LocalBackend()).summary()

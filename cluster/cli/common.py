@@ -23,12 +23,16 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def parameters(path: Path | None, **overrides: Any) -> Parameters:
-    """The parameters file (or the defaults) with the options given on the command line."""
+def parameters(
+    path: Path | None, defaults: dict[str, Any] | None = None, **overrides: Any
+) -> Parameters:
+    """The parameters file (or the defaults) with the options given on the command line.
+    `defaults` replace the worker's own defaults, not what the file sets."""
     try:
         base = load_parameters(path)
         values = {k: v for k, v in overrides.items() if v is not None}
-        return Parameters.model_validate({**base.model_dump(), **values})
+        given = base.model_dump(exclude_unset=True)
+        return Parameters.model_validate({**(defaults or {}), **given, **values})
     except ConfigError as exc:
         fail(str(exc))
     except ValueError as exc:

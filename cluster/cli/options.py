@@ -17,7 +17,10 @@ Duration = Annotated[float | None, typer.Option(min=1, help="Load duration (s)."
 Faults = Annotated[int, typer.Option(min=0, help="Authorities that never boot.")]
 TransportOpt = Annotated[str | None, typer.Option(help="tcp or libp2p.")]
 BatchSize = Annotated[int | None, typer.Option(help="Bytes that seal a batch.")]
-MaxBatchDelay = Annotated[int | None, typer.Option(help="ms before sealing.")]
+MaxBatchDelay = Annotated[
+    int | None,
+    typer.Option(help="ms before sealing (default 200 as in the original harness; a node's: 100)."),
+]
 ParametersFile = Annotated[
     Path | None, typer.Option("--parameters", "--config", help="Parameters file.")
 ]

@@ -36,7 +36,7 @@ from cluster.cli.options import (
     Verbose,
     Workers,
 )
-from cluster.experiment import DEFAULT_RATE, ExperimentConfig
+from cluster.experiment import DEFAULT_RATE, HARNESS_PARAMETERS, ExperimentConfig
 from faults.scenario import LIBRARY, Scenario, ScenarioError, find_scenario, load_scenario
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ def _config(ctx: typer.Context, o: dict[str, Any]) -> tuple[ExperimentConfig, Sc
             fail("--faults must be smaller than --authorities")
         params = parameters(
             o["parameters"],
+            HARNESS_PARAMETERS,
             transport=o["transport"],
             batch_size=o["batch_size"],
             max_batch_delay=o["max_batch_delay"],

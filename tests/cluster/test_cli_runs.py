@@ -48,3 +48,21 @@ def test_scenarios_lists_the_shipped_library() -> None:
     assert result.exit_code == 0
     for path in LIBRARY.glob("*.yaml"):
         assert path.stem in result.output
+
+
+def test_benchmark_defaults_yield_to_the_file_and_the_options(tmp_path: Path) -> None:
+    from cluster.cli.common import parameters
+    from cluster.experiment import HARNESS_PARAMETERS
+    from worker.config import Parameters
+
+    assert Parameters().max_batch_delay == 100  # the node's own default stays the original's
+    assert parameters(None, HARNESS_PARAMETERS).max_batch_delay == 200  # the harness's
+    file = tmp_path / "p.json"
+    file.write_text('{"max_batch_delay": 150, "batch_size": 100000}')
+    assert parameters(file, HARNESS_PARAMETERS).max_batch_delay == 150
+    assert parameters(file, HARNESS_PARAMETERS).batch_size == 100_000
+    other = tmp_path / "q.json"
+    other.write_text('{"sync_writes": false}')
+    assert parameters(other, HARNESS_PARAMETERS).max_batch_delay == 200
+    assert parameters(file, HARNESS_PARAMETERS, max_batch_delay=30).max_batch_delay == 30
+    assert parameters(file).max_batch_delay == 150  # `authority` and `committee`: no harness
