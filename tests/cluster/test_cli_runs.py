@@ -10,7 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cluster.cli import app
+from cluster.cli.common import parameters
+from cluster.experiment import HARNESS_PARAMETERS
 from faults.scenario import LIBRARY
+from worker.config import Parameters
 
 runner = CliRunner()
 
@@ -51,10 +54,6 @@ def test_scenarios_lists_the_shipped_library() -> None:
 
 
 def test_benchmark_defaults_yield_to_the_file_and_the_options(tmp_path: Path) -> None:
-    from cluster.cli.common import parameters
-    from cluster.experiment import HARNESS_PARAMETERS
-    from worker.config import Parameters
-
     assert Parameters().max_batch_delay == 100  # the node's own default stays the original's
     assert parameters(None, HARNESS_PARAMETERS).max_batch_delay == 200  # the harness's
     file = tmp_path / "p.json"
