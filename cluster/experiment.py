@@ -37,9 +37,9 @@ T = TypeVar("T")
 TICK = 1.0
 #: The input rate of `run` and `local` when --rate is not given (tx/s, all clients).
 #: It must leave headroom on the 2-core reference machine: at most half the knee that
-#: `narwhal-testbed bench` measures there. Measured 2026-12-01 (local backend, 4 x 1,
-#: 512 B): knees TCP 56,000 and libp2p 40,000 tx/s; Ray adds actor processes on the same
-#: cores, so the default is a quarter of the libp2p knee.
+#: `narwhal-testbed bench` measures there (the README's "Measured" has the latest
+#: knees; the lowest libp2p knee so far was 40,000 tx/s, before the lean data path).
+#: A quarter of that, because Ray adds actor processes on the same cores.
 DEFAULT_RATE = 10_000
 #: What the benchmark commands (`run`, `local`, `bench`) change from the worker's own
 #: defaults: the original harness runs its benchmarks (fabfile `local` and `remote`, the
