@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from cluster.experiment import HARNESS_PARAMETERS
+from worker.config import Parameters
+
 Authorities = Annotated[int, typer.Option("--authorities", min=1, help="Authorities (N = 3f+1).")]
 #: the old name of --authorities, still accepted
 Nodes = Annotated[int | None, typer.Option("--nodes", min=1, hidden=True)]
@@ -19,7 +22,10 @@ TransportOpt = Annotated[str | None, typer.Option(help="tcp or libp2p.")]
 BatchSize = Annotated[int | None, typer.Option(help="Bytes that seal a batch.")]
 MaxBatchDelay = Annotated[
     int | None,
-    typer.Option(help="ms before sealing (default 200 as in the original harness; a node's: 100)."),
+    typer.Option(
+        help=f"ms before sealing (default {HARNESS_PARAMETERS['max_batch_delay']} as in the"
+        f" original harness; a node's: {Parameters.model_fields['max_batch_delay'].default})."
+    ),
 ]
 ParametersFile = Annotated[
     Path | None, typer.Option("--parameters", "--config", help="Parameters file.")
