@@ -45,6 +45,7 @@ from cluster.committee import make_local_committee
 from faults.series import percentile
 from worker.allocator import keep_freed_memory
 from worker.config import Committee, Parameters
+from worker.gil import share_gil_promptly
 from worker.keys import KeyPair
 from worker.transport.base import RequestReceived, ResponseReceived, SendRequest, Transport
 from worker.transport.factory import libp2p_key_dir, make_transport
@@ -139,6 +140,7 @@ def _server(
     params = Parameters.model_validate_json(params_json)
     key = KeyPair.generate(seed)
     keep_freed_memory()  # as a worker's process does
+    share_gil_promptly()
 
     async def main() -> None:
         transport = _transport(committee, key, params, Path(root))
@@ -219,6 +221,7 @@ def measure(names: list[str], quick: bool, rounds: int) -> dict[str, dict[str, l
     """Every case on every transport, taking turns: each round's figures, in round order."""
     root = Path(tempfile.mkdtemp(prefix="bench-transport-"))
     keep_freed_memory()
+    share_gil_promptly()
     servers = {name: _start_server(name, root) for name in names}
 
     async def main() -> dict[str, dict[str, list[Figures]]]:

@@ -32,6 +32,7 @@ from worker.core.batch_maker import SealedBatch
 from worker.core.faults import Byzantine, FaultSettings, LinkPlan
 from worker.core.records import QuorumRecord, Records
 from worker.dispatch import Dispatch
+from worker.gil import share_gil_promptly
 from worker.impersonator import impersonate
 from worker.intake import TransactionIntake
 from worker.keys import KeyPair, short_name
@@ -129,6 +130,7 @@ class Worker:
     ) -> None:
         p, m, changes = self.params, self.metrics, self.changes
         keep_freed_memory()  # the process hosts a worker: its buffers churn (allocator.py)
+        share_gil_promptly()  # and its loop shares the GIL with helper threads (gil.py)
         self.store = store = self._store_factory(self.store_dir, p.sync_writes)
         request_ids = itertools.count(time.time_ns())
         backlog = Backlog()
