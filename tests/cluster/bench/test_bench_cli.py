@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
+from cluster.bench.run import knee_ratios
 from cluster.cli.bench import format_bench
 
 
 @pytest.mark.slow
 def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    args = ["bench", "--quick", "--transports", "tcp", "--cost-authorities", "4"]
+    args = ["bench", "--quick", "--transports", "tcp", "--cost-authorities", "4", "--searches", "2"]
     cmd = [sys.executable, "-m", "cluster.cli", *args, "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: a target missed
@@ -27,6 +28,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         "ceiling",
         "knees",
         "ratio",
+        "ratios",
         "cost",
         "cost_growth",
         "targets",
@@ -35,10 +37,12 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert bench["ceiling"]["hash_mb_s"] > 0 and bench["ceiling"]["store_puts_s"] > 0
     tcp = bench["knees"]["tcp"]
     assert tcp["steps"] and {"rate", "ok", "tps", "machine_share"} <= set(tcp["steps"][0])
+    assert len(tcp["knees"]) == 2 and tcp["knee_tx_s"] in tcp["knees"]
+    assert {step["search"] for step in tcp["steps"]} == {1, 2}
     assert set(tcp["against_ceiling"]) == {"kinds", "ceiling_tx_s", "knee_fraction"}
     assert [p["authorities"] for p in bench["cost"]["tcp"]] == [4]
     assert {"cpu_s_per_mb", "cpu_ms_per_request"} <= set(bench["cost"]["tcp"][0])
-    assert bench["ratio"] is None  # one transport: no ratio
+    assert bench["ratio"] is None and bench["ratios"] == []  # one transport: no ratio
     assert (proc.returncode == 0) == bench["ok"]
     assert "Knee tcp:" in proc.stdout and "Ceiling of this machine" in proc.stdout
 
@@ -81,3 +85,18 @@ def test_the_report_names_each_knee_the_ratio_the_ceiling_and_missed_targets() -
     assert "5.7% of the ceiling (70,000 tx/s)" in text
     assert "Target libp2p knee / TCP knee: 0.500 (target 0.9) MISSED" in text
     assert "not measured" in text
+
+
+def test_several_searches_show_each_knee_and_ratio_beside_the_median() -> None:
+    bench = fed()
+    bench["knees"]["tcp"]["knees"] = [8_000, 9_000, 7_000]
+    bench["ratios"] = [0.5, 0.44, 0.57]
+    text = format_bench(bench)
+    assert "Knee tcp: 8,000 tx/s (median of 8,000, 9,000, 7,000)" in text
+    assert "libp2p knee / TCP knee: 0.50 (median of 0.50, 0.44, 0.57)" in text
+
+
+def test_each_search_pairs_its_own_knees() -> None:
+    found = {"tcp": {"knees": [200, 100, 0]}, "libp2p": {"knees": [180, 100, 50]}}
+    assert knee_ratios(found) == [0.9, 1.0]  # a search whose TCP knee is 0 has no ratio
+    assert knee_ratios({"tcp": {"knees": [200]}}) == []
