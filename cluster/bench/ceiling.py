@@ -170,3 +170,19 @@ def against_ceiling(
         "ceiling_tx_s": round(ceiling_tx_s),
         "knee_fraction": round(knee_tx_s / ceiling_tx_s, 4) if ceiling_tx_s else 0.0,
     }
+
+
+def aead_only_ratio(
+    tcp_knee_tx_s: float, machine_share: float, tx_size: int, authorities: int, ceiling: dict
+) -> float | None:
+    """The libp2p/TCP knee ratio if the AEAD were libp2p's only extra cost, from TCP's
+    knee and the machine share it used there: libp2p, paying the AEAD on top of TCP's
+    work, runs out of that same share at S / (S + A) of TCP's knee, where A is the share
+    the AEAD would take at TCP's knee. None when it cannot be told (no AEAD ceiling, no
+    CPU reading)."""
+    limit = ceiling.get("aead_mb_s") or 0.0
+    if not tcp_knee_tx_s or not machine_share or not limit:
+        return None
+    aead_mb_s = tcp_knee_tx_s * tx_size / 1e6 * passes(authorities, "libp2p")["aead"]
+    share = aead_mb_s / limit / ceiling["cores"]
+    return round(machine_share / (machine_share + share), 3)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from cluster.backends.local import LocalBackend
-from cluster.bench.ceiling import against_ceiling, measure_ceiling
+from cluster.bench.ceiling import aead_only_ratio, against_ceiling, measure_ceiling
 from cluster.bench.cost import cost_figures, cost_growth
 from cluster.bench.knee import KneeSearch, judge_step, lockstep
 from cluster.experiment import HARNESS_PARAMETERS, ExperimentConfig, run_experiment
@@ -149,6 +149,28 @@ def _step_line(transport: str, step: dict[str, Any]) -> str:
     )
 
 
+def aead_bounds(
+    s: BenchSettings, found: dict[str, dict[str, Any]], ceiling: dict[str, Any]
+) -> list[float]:
+    """Per search: the libp2p/TCP ratio the AEAD alone would allow (`aead_only_ratio`),
+    from TCP's knee step in that search."""
+    if "tcp" not in found or "libp2p" not in found:
+        return []
+    bounds = []
+    for number, knee in enumerate(found["tcp"]["knees"], start=1):
+        at_knee = [
+            step
+            for step in found["tcp"]["steps"]
+            if step.get("search", 1) == number and step["rate"] == knee and step["ok"]
+        ]
+        if at_knee and at_knee[0]["machine_share"] is not None:
+            share = at_knee[0]["machine_share"]
+            bound = aead_only_ratio(knee, share, s.tx_size, s.authorities, ceiling)
+            if bound is not None:
+                bounds.append(bound)
+    return bounds
+
+
 def costs(s: BenchSettings, note: Note) -> dict[str, list[dict[str, Any]]]:
     """The cost points, by committee size, the transports in alternating order (as the
     knees, so both meet the same machine)."""
@@ -176,6 +198,7 @@ def run_bench(s: BenchSettings, note: Note = log.info) -> dict[str, Any]:
             knee["knee_tx_s"], s.tx_size, s.authorities, transport, ceiling
         )
     ratios = knee_ratios(found)
+    bounds = aead_bounds(s, found, ceiling)
     points = costs(s, note)
     return {
         "settings": {**asdict(s), "transports": list(s.transports)},
@@ -184,6 +207,8 @@ def run_bench(s: BenchSettings, note: Note = log.info) -> dict[str, Any]:
         #: the median of the searches' own ratios (paired, as the steps were)
         "ratio": round(statistics.median(ratios), 3) if ratios else None,
         "ratios": ratios,
+        #: the ratio if the AEAD were libp2p's only extra cost (median over the searches)
+        "aead_only_ratio": round(statistics.median(bounds), 3) if bounds else None,
         "cost": points,
         "cost_growth": {t: cost_growth(p) for t, p in points.items()},
     }

@@ -124,6 +124,11 @@ def format_bench(b: dict[str, Any]) -> str:
         ratios = b.get("ratios", [])
         each = f" (median of {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
         lines.append(f"libp2p knee / TCP knee: {b['ratio']:.2f}{each}")
+        if b.get("aead_only_ratio") is not None:
+            lines.append(
+                "  if ChaCha20-Poly1305 were libp2p's only extra cost "
+                f"(TCP's knee and CPU share, the AEAD's ceiling): {b['aead_only_ratio']:.2f}"
+            )
     for transport, points in b["cost"].items():
         for p in points:
             lines.append(

@@ -29,6 +29,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         "knees",
         "ratio",
         "ratios",
+        "aead_only_ratio",
         "cost",
         "cost_growth",
         "targets",
@@ -43,6 +44,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert [p["authorities"] for p in bench["cost"]["tcp"]] == [4]
     assert {"cpu_s_per_mb", "cpu_ms_per_request"} <= set(bench["cost"]["tcp"][0])
     assert bench["ratio"] is None and bench["ratios"] == []  # one transport: no ratio
+    assert bench["aead_only_ratio"] is None
     assert (proc.returncode == 0) == bench["ok"]
     assert "Knee tcp:" in proc.stdout and "Ceiling of this machine" in proc.stdout
 
@@ -100,3 +102,10 @@ def test_each_search_pairs_its_own_knees() -> None:
     found = {"tcp": {"knees": [200, 100, 0]}, "libp2p": {"knees": [180, 100, 50]}}
     assert knee_ratios(found) == [0.9, 1.0]  # a search whose TCP knee is 0 has no ratio
     assert knee_ratios({"tcp": {"knees": [200]}}) == []
+
+
+def test_the_aead_only_bound_is_printed_under_the_ratio() -> None:
+    bench = fed() | {"aead_only_ratio": 0.9}
+    text = format_bench(bench)
+    assert "libp2p knee / TCP knee: 0.50\n  if ChaCha20-Poly1305 were libp2p's only" in text
+    assert text.split("\n  if ChaCha20-Poly1305")[1].split("\n")[0].endswith(": 0.90")

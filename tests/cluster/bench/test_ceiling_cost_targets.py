@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from cluster.bench.ceiling import against_ceiling, machine_speed, measure_ceiling, passes
+from cluster.bench.ceiling import (
+    aead_only_ratio,
+    against_ceiling,
+    machine_speed,
+    measure_ceiling,
+    passes,
+)
 from cluster.bench.cost import cost_figures, cost_growth
 from cluster.bench.targets import Targets, judge_targets
 
@@ -87,3 +93,12 @@ def test_targets_are_met_missed_or_not_measured() -> None:
     rows = judge_targets(_bench(None, 0.6, None), Targets())
     assert [r["ok"] for r in rows] == [None, True, None]
     assert judge_targets({"knees": {}, "ratio": None}, Targets())[1]["value"] is None
+
+
+def test_the_aead_only_bound_charges_the_aead_on_top_of_tcps_share() -> None:
+    ceiling = {"aead_mb_s": 1000.0, "cores": 2}
+    # TCP's knee 100,000 tx/s of 500 B at N = 4: 6 AEAD passes, 300 MB/s, 0.15 of 2 cores
+    assert aead_only_ratio(100_000, 0.85, 500, 4, ceiling) == 0.85
+    assert aead_only_ratio(100_000, 0.85, 500, 4, ceiling | {"aead_mb_s": 3000.0}) == 0.944
+    assert aead_only_ratio(100_000, None, 500, 4, ceiling) is None  # no CPU reading
+    assert aead_only_ratio(0, 0.85, 500, 4, ceiling) is None
