@@ -173,7 +173,11 @@ def against_ceiling(
 
 
 def aead_only_ratio(
-    tcp_knee_tx_s: float, machine_share: float, tx_size: int, authorities: int, ceiling: dict
+    tcp_knee_tx_s: float,
+    machine_share: float | None,
+    tx_size: int,
+    authorities: int,
+    ceiling: dict[str, Any],
 ) -> float | None:
     """The libp2p/TCP knee ratio if the AEAD were libp2p's only extra cost, from TCP's
     knee and the machine share it used there: libp2p, paying the AEAD on top of TCP's

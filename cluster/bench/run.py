@@ -103,7 +103,7 @@ def knees(s: BenchSettings, note: Note) -> dict[str, dict[str, Any]]:
     knee hangs on single steps near the edge, where one p99 spike decides: two
     searches in a row on this VM found TCP knees of 178,000 and 220,000 tx/s."""
     found: dict[str, dict[str, Any]] = {
-        t: {"knees": [], "capped_all": [], "steps": []} for t in s.transports
+        t: {"knee_tx_s": 0, "knees": [], "capped": True, "steps": []} for t in s.transports
     }
     for number in range(1, s.searches + 1):
         if s.searches > 1:
@@ -117,17 +117,12 @@ def knees(s: BenchSettings, note: Note) -> dict[str, dict[str, Any]]:
             found[transport]["steps"].append(step)
             note(_step_line(transport, step))
         for transport, search in searches.items():
-            found[transport]["knees"].append(search.knee)
-            found[transport]["capped_all"].append(search.capped)
-    return {
-        t: {
-            "knee_tx_s": statistics.median_low(f["knees"]),
-            "knees": f["knees"],
-            "capped": all(f.pop("capped_all")),
-            "steps": f["steps"],
-        }
-        for t, f in found.items()
-    }
+            f = found[transport]
+            f["knees"].append(search.knee)
+            f["capped"] = f["capped"] and search.capped
+    for f in found.values():
+        f["knee_tx_s"] = statistics.median_low(f["knees"])
+    return found
 
 
 def knee_ratios(found: dict[str, dict[str, Any]]) -> list[float]:
@@ -158,16 +153,16 @@ def aead_bounds(
         return []
     bounds = []
     for number, knee in enumerate(found["tcp"]["knees"], start=1):
-        at_knee = [
-            step
+        shares = [
+            step["machine_share"]
             for step in found["tcp"]["steps"]
-            if step.get("search", 1) == number and step["rate"] == knee and step["ok"]
+            if step["search"] == number and step["rate"] == knee and step["ok"]
         ]
-        if at_knee and at_knee[0]["machine_share"] is not None:
-            share = at_knee[0]["machine_share"]
-            bound = aead_only_ratio(knee, share, s.tx_size, s.authorities, ceiling)
-            if bound is not None:
-                bounds.append(bound)
+        bound = (
+            aead_only_ratio(knee, shares[0], s.tx_size, s.authorities, ceiling) if shares else None
+        )
+        if bound is not None:
+            bounds.append(bound)
     return bounds
 
 
