@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
+import mmap
 import os
 from pathlib import Path
 
@@ -148,3 +151,55 @@ def test_large_bodies_go_to_the_log_and_small_ones_stay_in_leveldb(tmp_path: Pat
         assert db.get(b"b/" + small[0]) == b"\x00" + small[1]
     finally:
         db.close()
+
+
+def _resident_pages(path: Path) -> int:
+    """Pages of `path` in the page cache now (mincore on a mapping, which faults none in)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int)
+    libc.mmap.argtypes += (ctypes.c_int, ctypes.c_long)
+    libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    size = path.stat().st_size
+    vec = (ctypes.c_ubyte * -(-size // mmap.PAGESIZE))()
+    with path.open("rb") as f:
+        base = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+        if base in (None, ctypes.c_void_p(-1).value):
+            pytest.skip(f"mmap: errno {ctypes.get_errno()}")
+        try:
+            if libc.mincore(base, size, vec) != 0:
+                pytest.skip(f"mincore: errno {ctypes.get_errno()}")
+        finally:
+            libc.munmap(base, size)
+    return sum(v & 1 for v in vec)
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the filesystem holding `path` (longest mount point of /proc/mounts)."""
+    best, kind = "", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, point, fs = line.split()[:3]
+        if str(path).startswith(point) and len(point) > len(best):
+            best, kind = point, fs
+    return kind
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
+def test_synced_bodies_leave_the_page_cache_and_still_read_back(tmp_path: Path) -> None:
+    """A synced append drops its pages (each would be fresh memory); an unsynced one cannot
+    (its pages are dirty): the control that shows the count is real."""
+    if _filesystem(tmp_path) in ("tmpfs", "ramfs", "overlay", ""):
+        pytest.skip("the page cache is the storage on this filesystem")
+    records = [(bytes([i]) * 32, os.urandom(1 << 20)) for i in range(4)]
+    synced, unsynced = ValueLog(tmp_path / "synced.log"), ValueLog(tmp_path / "unsynced.log")
+    try:
+        locators = synced.append(records, sync=True)
+        unsynced.append(records, sync=False)
+        pages = (4 * ((1 << 20) + HEADER.size)) // mmap.PAGESIZE
+        assert _resident_pages(tmp_path / "synced.log") <= 2  # at most the partial ends
+        assert _resident_pages(tmp_path / "unsynced.log") >= pages
+        assert [synced.read(loc) for loc in locators] == [body for _, body in records]
+    finally:
+        synced.close()
+        unsynced.close()
