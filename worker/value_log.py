@@ -26,6 +26,7 @@ fresh memory faults at the host on first touch. Measured here in paired
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections.abc import Sequence
@@ -40,9 +41,10 @@ LOCATOR = struct.Struct("<QI")  # offset of the body, its length
 
 def _drop_cached(fd: int, offset: int, length: int) -> None:
     """Let the kernel forget the (clean, synced) pages of this range; where it cannot
-    (no posix_fadvise), they stay cached as before."""
+    (no posix_fadvise, or it refuses), they stay cached as before: only advice."""
     if length > 0 and hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 class CorruptValueLog(Exception):
@@ -72,10 +74,11 @@ class ValueLog:
                 raise OSError(f"{self.path}: short write")
             if sync:
                 os.fdatasync(self._append)
-                _drop_cached(self._append, self._end, offset - self._end)
         except OSError:
             os.ftruncate(self._append, self._end)
             raise
+        if sync:  # the bytes are durable: a failure to drop them must not undo the write
+            _drop_cached(self._append, self._end, offset - self._end)
         self._end = offset
         return locators
 

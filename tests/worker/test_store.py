@@ -157,8 +157,8 @@ def _resident_pages(path: Path) -> int:
     """Pages of `path` in the page cache now (mincore on a mapping, which faults none in)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int)
-    libc.mmap.argtypes += (ctypes.c_int, ctypes.c_long)
+    int_ = ctypes.c_int
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, int_, int_, int_, ctypes.c_long)
     libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
     libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
     size = path.stat().st_size
@@ -180,7 +180,7 @@ def _filesystem(path: Path) -> str:
     best, kind = "", ""
     for line in Path("/proc/mounts").read_text().splitlines():
         _, point, fs = line.split()[:3]
-        if str(path).startswith(point) and len(point) > len(best):
+        if path.is_relative_to(point) and len(point) > len(best):
             best, kind = point, fs
     return kind
 
