@@ -19,6 +19,8 @@ from worker.errors import Refused
 from worker.keys import KeyFileError, decode_public_key
 
 TransportName = Literal["tcp", "libp2p"]
+#: libp2p's security protocol proposed first when dialing (both are accepted).
+Libp2pSecurity = Literal["tls", "noise"]
 
 
 class ConfigError(Refused, ValueError):
@@ -192,6 +194,7 @@ class Parameters(_Strict):
     channel_capacity: int = Field(default=1_000, ge=1)
     sync_writes: bool = True
     transport: TransportName = "libp2p"
+    libp2p_security: Libp2pSecurity = "tls"
     # limits and deadlines against stalling and exhaustion (docs/guarantees.md)
     write_timeout: int = Field(default=5_000, ge=1)
     frame_timeout: int = Field(default=10_000, ge=1)

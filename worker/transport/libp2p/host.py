@@ -1,10 +1,13 @@
-"""Building the worker's libp2p host: TCP + Noise + Yamux only, with a persisted identity.
+"""Building the worker's libp2p host: TCP + TLS or Noise + Yamux only, with a persisted identity.
 
 py-libp2p's defaults accept plaintext and mplex (see docs/libp2p-protocol.md), so the
 security and muxer options are always explicit here. py-libp2p dials, listens, runs
-Noise and multistream-select; the Yamux data phase is ours (muxer.py), installed on this
-host only. The host identity is an ed25519 key of its own, separate from the authority
-key, kept in `key_dir` so a restarted worker keeps its PeerId.
+Noise and multistream-select; TLS's handshake is OpenSSL's, driven by us
+(tls_handshake.py); the Yamux data phase is ours (muxer.py), installed on this host
+only. Both securities are offered, the configured one first: a dial proposes it, and
+falls back to the other if the peer refuses it. The host identity is an ed25519 key of
+its own, separate from the authority key, kept in `key_dir` so a restarted worker keeps
+its PeerId.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import multiaddr
 import trio
@@ -44,8 +47,11 @@ from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 
 from worker.transport.libp2p.muxer import muxer_factory
+from worker.transport.libp2p.tls_handshake import PROTOCOL_ID as TLS_PROTOCOL_ID
+from worker.transport.libp2p.tls_handshake import TlsSecurity
 
 IDENTITY_FILE = "libp2p_identity.key"
+Security = Literal["tls", "noise"]
 NEGOTIATE_TIMEOUT = 10
 
 
@@ -91,17 +97,28 @@ class MuxerNegotiation(MuxerMultistream):
         return self._annotate_connection(build(conn, peer_id), conn, protocol)
 
 
-def build_host(
-    identity: HostKeyPair, *, on_refused: Callable[[str], None] | None = None, **muxer: Any
-) -> IHost:
-    """A host that negotiates Noise and Yamux only (plaintext and mplex peers cannot
-    connect), whose Yamux is ours (`LeanYamux`, options `muxer`); `on_refused(reason)`
-    counts peers that broke the Yamux or Noise protocol."""
+def security_options(identity: HostKeyPair, preferred: Security) -> dict[TProtocol, Any]:
+    """TLS and Noise, `preferred` first (multistream-select proposes them in order)."""
     noise = NoiseTransport(identity, noise_privkey=create_x25519_key_pair().private_key)
+    both = {TLS_PROTOCOL_ID: TlsSecurity(identity), TProtocol(NOISE_PROTOCOL_ID): noise}
+    first = TLS_PROTOCOL_ID if preferred == "tls" else TProtocol(NOISE_PROTOCOL_ID)
+    return {first: both.pop(first), **both}
+
+
+def build_host(
+    identity: HostKeyPair,
+    *,
+    security: Security = "tls",
+    on_refused: Callable[[str], None] | None = None,
+    **muxer: Any,
+) -> IHost:
+    """A host that negotiates TLS or Noise and Yamux only (plaintext and mplex peers
+    cannot connect), `security` proposed first, whose Yamux is ours (`LeanYamux`, options
+    `muxer`); `on_refused(reason)` counts peers that broke Yamux, Noise or TLS records."""
     muxers = {TProtocol(YAMUX_PROTOCOL_ID): muxer_factory(on_refused=on_refused, **muxer)}
     host = new_host(
         key_pair=identity,
-        sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
+        sec_opt=security_options(identity, security),
         muxer_opt=muxers,  # type: ignore[arg-type]
         connection_config=connection_config(),
         negotiate_timeout=NEGOTIATE_TIMEOUT,

@@ -5,9 +5,9 @@ py-libp2p builds the muxer on the secured connection right after negotiating
 on the data phase is ours, on the same wire (docs/libp2p-protocol.md):
 
 - **one reader task** per connection reads up to 256 KiB at a time, opens every
-  complete Noise message (noise_cipher.py), parses every complete Yamux frame
-  (yamux_session.py) into per-stream buffers and wakes the readers concerned: no
-  await per message or per frame;
+  complete Noise message (noise_cipher.py) or TLS record (tls_record.py), parses every
+  complete Yamux frame (yamux_session.py) into per-stream buffers and wakes the readers
+  concerned: no await per message or per frame;
 - **a write** frames its whole payload (within the peer's window) and seals and sends
   it, with any control frames queued meanwhile (window updates, ACKs, ping answers,
   FIN/RST), in vectored writes of SEND_BATCH bytes (the peer opens the first while we
@@ -52,6 +52,7 @@ from libp2p.stream_muxer.exceptions import (
 
 from worker.transport.libp2p.noise_cipher import MAX_PLAINTEXT, NoiseDecryptError
 from worker.transport.libp2p.takeover import take_over
+from worker.transport.libp2p.tls_record import TlsRecordError
 from worker.transport.libp2p.yamux_session import (
     DEFAULT_WINDOW,
     GO_AWAY_NORMAL,
@@ -212,7 +213,9 @@ class LeanYamux(IMuxedConn):
                 self._deliver(session.receive_messages(opener.open(data)))
                 if session.has_data_to_send:
                     self._flush_wanted.set()
-        except (YamuxProtocolError, NoiseDecryptError) as exc:
+                if opener.closed:  # TLS close_notify: the peer sends nothing more
+                    break
+        except (YamuxProtocolError, NoiseDecryptError, TlsRecordError) as exc:
             if self._on_refused is not None:
                 self._on_refused(exc.reason)
             await self.close(GO_AWAY_PROTOCOL_ERROR)
@@ -257,7 +260,7 @@ class LeanYamux(IMuxedConn):
         `send_timeout`."""
         if not self._session.has_data_to_send and not self._backlog:
             return
-        groups = batches(self._session.data_to_send(), SEND_BATCH)
+        groups = batches(self._session.data_to_send(), SEND_BATCH, self._sealer.max_plaintext)
         sock = self._socket.socket
         try:
             if self._backlog:  # what an unyielding write left goes first
@@ -323,7 +326,7 @@ class LeanYamux(IMuxedConn):
         for piece in pieces:
             if len(piece):
                 session.send(state, piece)
-        groups = batches(session.data_to_send(), SEND_BATCH)
+        groups = batches(session.data_to_send(), SEND_BATCH, self._sealer.max_plaintext)
         try:
             unsent, rest = self._send_what_fits(self._socket.socket.fileno(), groups)
             if unsent:
@@ -508,11 +511,12 @@ class LeanStream(IMuxedStream):
         return MuxedStreamClosed(str(exc))
 
 
-def batches(segments: list[Buffer], size: int) -> list[list[Buffer]]:
+def batches(segments: list[Buffer], size: int, unit: int = MAX_PLAINTEXT) -> list[list[Buffer]]:
     """`segments` in consecutive groups of about `size` bytes. A segment longer than that
-    is cut (without a copy) at multiples of MAX_PLAINTEXT, so its Noise messages are
-    those it would have sealed into whole: only the grouping changes, never the wire."""
-    step = max(MAX_PLAINTEXT, size // MAX_PLAINTEXT * MAX_PLAINTEXT)
+    is cut (without a copy) at multiples of `unit` (the most plaintext one Noise message
+    or TLS record holds), so its messages are those it would have sealed into whole:
+    only the grouping changes, never the wire."""
+    step = max(unit, size // unit * unit)
     groups: list[list[Buffer]] = [[]]
     filled = 0
     for segment in segments:
@@ -523,7 +527,7 @@ def batches(segments: list[Buffer], size: int) -> list[list[Buffer]]:
             else [memoryview(segment)[start : start + step] for start in range(0, length, step)]
         )
         for piece in pieces:
-            if filled and filled + MAX_PLAINTEXT > size:  # no room for another whole message
+            if filled and filled + unit > size:  # no room for another whole message
                 groups.append([])
                 filled = 0
             groups[-1].append(piece)

@@ -45,6 +45,8 @@ class NoiseDecryptError(Refused):
 class NoiseSealer:
     """Our direction: plaintext in, length-prefixed Noise messages out."""
 
+    max_plaintext = MAX_PLAINTEXT
+
     def __init__(self, key: bytes, nonce: int) -> None:
         self._aead = ChaCha20Poly1305(key)
         self.nonce = nonce
@@ -72,6 +74,9 @@ class NoiseSealer:
 
 class NoiseOpener:
     """The peer's direction: socket bytes in, the plaintext of each whole message out."""
+
+    #: Noise has no end-of-stream message (TLS's close_notify): the socket's end is it.
+    closed = False
 
     def __init__(self, key: bytes, nonce: int) -> None:
         self._aead = ChaCha20Poly1305(key)

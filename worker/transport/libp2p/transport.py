@@ -173,6 +173,7 @@ class Libp2pTransport(Transport):
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         host = build_host(
             self._identity,
+            security=self._params.libp2p_security,
             on_refused=self._count_refusal,
             max_buffered=self._max_buffered,
             send_timeout=self._params.write_timeout / 1000,

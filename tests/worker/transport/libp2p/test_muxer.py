@@ -66,7 +66,7 @@ async def connected(a: IHost, b: IHost) -> AsyncIterator[tuple[INetConn, INetCon
                 await b.close()
 
 
-def ours(tmp: Path, name: str, **options: float) -> IHost:
+def ours(tmp: Path, name: str, **options: float | str) -> IHost:
     return build_host(load_or_create_identity(tmp / name), **options)  # type: ignore[arg-type]
 
 
