@@ -171,37 +171,35 @@ class TlsOpener(_Direction):
         view = memoryview(data)
         records: list[tuple[memoryview, int, int]] = []  # (buffer, record start, size)
         pos = self._complete_partial(view, records) if self._partial else 0
-        end = len(view)
+        end, unpack = len(view), HEADER.unpack_from
         while end - pos >= HEADER_SIZE:
-            size = _check_header(view, pos)
-            if pos + HEADER_SIZE + size > end:
+            kind, _version, size = unpack(view, pos)
+            if kind != APPLICATION_DATA or size > MAX_CIPHERTEXT or size <= TAG_SIZE:
+                _refuse_header(kind, size)
+            stop = pos + HEADER_SIZE + size
+            if stop > end:
                 break
             records.append((view, pos, size))
-            pos += HEADER_SIZE + size
+            pos = stop
         if pos < end:
             self._partial = bytes(view[pos:])
         if not records or self.closed:
             return []
-        room = sum(size for _, _, size in records) - TAG_SIZE * len(records)
-        out = bytearray(room)
+        out = bytearray(sum(size for _, _, size in records) - TAG_SIZE * len(records))
         target = memoryview(out)
         filled = 0
+        decrypt_into, iv = self.aead.decrypt_into, self.iv
         for source, start, size in records:
             body = start + HEADER_SIZE
             length = size - TAG_SIZE
             place = target[filled : filled + length]
+            nonce = (iv ^ self.sequence).to_bytes(12, "big")
             try:
-                self.aead.decrypt_into(
-                    self.nonce(self.sequence),
-                    source[body : body + size],
-                    bytes(source[start:body]),
-                    place,
-                )
+                decrypt_into(nonce, source[body : body + size], bytes(source[start:body]), place)
             except InvalidTag:
                 raise TlsRecordError("tls_invalid_record", "authentication failed") from None
             self.sequence += 1
-            kind = out[filled + length - 1]
-            if kind == APPLICATION_DATA:  # the usual case: no padding
+            if out[filled + length - 1] == APPLICATION_DATA:  # the usual case: no padding
                 filled += length - 1  # the next record's content overwrites the type byte
                 continue
             content_end = len(bytes(place).rstrip(b"\x00"))
@@ -212,7 +210,8 @@ class TlsOpener(_Direction):
             if kind == APPLICATION_DATA:  # padded: its content is in place already
                 filled += content_end - 1
             elif kind == HANDSHAKE:
-                self._post_handshake(content)
+                self._post_handshake(content)  # a KeyUpdate rekeys this direction
+                decrypt_into, iv = self.aead.decrypt_into, self.iv
             elif kind == ALERT:
                 self._alert(content)
                 break
@@ -276,8 +275,12 @@ class TlsOpener(_Direction):
 def _check_header(view: memoryview, pos: int) -> int:
     """The ciphertext size the record header at `pos` announces, if it is one we take."""
     kind, _version, size = HEADER.unpack_from(view, pos)
+    if kind != APPLICATION_DATA or size > MAX_CIPHERTEXT or size <= TAG_SIZE:
+        _refuse_header(kind, size)
+    return size
+
+
+def _refuse_header(kind: int, size: int) -> None:
     if kind != APPLICATION_DATA:
         raise TlsRecordError("tls_invalid_record", f"outer content type {kind}")
-    if size > MAX_CIPHERTEXT or size <= TAG_SIZE:
-        raise TlsRecordError("tls_invalid_record", f"ciphertext of {size} bytes")
-    return size
+    raise TlsRecordError("tls_invalid_record", f"ciphertext of {size} bytes")
