@@ -1,4 +1,5 @@
-"""A committee worker built on stock py-libp2p: TCP + Noise + Yamux as the library ships them.
+"""A committee worker built on stock py-libp2p: TCP + Noise or TLS + Yamux as the library
+ships them.
 
 Run as a subprocess by test_interop.py (never imported by the tests): the project's
 host (worker/transport/libp2p/host.py) swaps py-libp2p's Yamux class process-wide, so
@@ -12,11 +13,12 @@ the pure wire codecs of the project.
 Config: seed (hex, the authority key), remote (the other authority's name), epoch,
 worker_id, dial (a multiaddr, or null to wait to be dialed), send ([[index, size], ..]:
 batches to send, all in flight at once), expect (how many batches the other side
-sends), timeout (seconds), half_close (optional: close the write side of our batch
-stream after the last request, print CLOSED, then read the answers). Prints, one per
-line: LISTEN <multiaddr>, ADMITTED <PeerId>, RECEIVED <index> <size>, ACKED <index>
-<size>, DONE; then waits for the end of stdin and exits 0. Any failure prints FAIL <why>
-and exits 1.
+sends), timeout (seconds), security (optional: "noise", the default, or "tls": the only
+security protocol the peer offers and accepts), half_close (optional: close the write
+side of our batch stream after the last request, print CLOSED, then read the answers).
+Prints, one per line: LISTEN <multiaddr>, ADMITTED <PeerId> <security protocol id the
+connection negotiated>, RECEIVED <index> <size>, ACKED <index> <size>, DONE; then waits
+for the end of stdin and exits 0. Any failure prints FAIL <why> and exits 1.
 """
 
 from __future__ import annotations
@@ -32,14 +34,17 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetStream, ISecureTransport
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair as Libp2pKeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.security.tls.transport import PROTOCOL_ID as TLS
+from libp2p.security.tls.transport import TLSTransport
 from libp2p.stream_muxer import muxer_multistream
 from libp2p.stream_muxer.yamux import yamux
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX
@@ -57,6 +62,23 @@ MAX_PAYLOAD = 8 * 1024 * 1024
 
 class Failed(Exception):
     pass
+
+
+def security_option(name: str, identity: Libp2pKeyPair) -> dict[TProtocol, ISecureTransport]:
+    """The one security protocol the peer offers (dialing) and accepts (listening)."""
+    if name == "noise":
+        noise_key = create_x25519_key_pair().private_key
+        return {TProtocol(NOISE): NoiseTransport(identity, noise_privkey=noise_key)}
+    if name == "tls":
+        return {TProtocol(TLS): TLSTransport(identity)}
+    raise Failed(f"unknown security {name!r}")
+
+
+def negotiated_security(stream: INetStream) -> str:
+    """The security protocol id py-libp2p's multistream-select agreed on for the stream's
+    connection (set by its security multistream on the secured connection)."""
+    secured = getattr(stream.muxed_conn, "secured_conn", None)
+    return str(getattr(secured, "negotiated_security_protocol", "unknown"))
 
 
 def say(*words: object) -> None:
@@ -100,7 +122,7 @@ def check_handshake(
     if not isinstance(hs, wire.Handshake) or encode_key(hs.authority) != remote:
         raise Failed(f"handshake from an unexpected authority: {hs!r}")
     if claimed != authenticated:
-        raise Failed("handshake signed for another PeerId than Noise authenticated")
+        raise Failed("handshake signed for another PeerId than the secure channel authenticated")
     if (hs.worker_id, hs.epoch) != (config["worker_id"], config["epoch"]):
         raise Failed(f"handshake for worker {hs.worker_id}, epoch {hs.epoch}")
     if not verify(remote, signing_message(authenticated, hs.worker_id, hs.epoch), hs.signature):
@@ -135,10 +157,9 @@ class Peer:
         self.key = KeyPair.generate(bytes.fromhex(config["seed"]))
         self.remote = config["remote"]
         identity = create_new_key_pair()
-        noise = NoiseTransport(identity, noise_privkey=create_x25519_key_pair().private_key)
         self.host: IHost = new_host(
             key_pair=identity,
-            sec_opt={TProtocol(NOISE): noise},
+            sec_opt=security_option(config.get("security", "noise"), identity),
             muxer_opt={TProtocol(YAMUX): yamux.Yamux},
         )
         self.peer_id = self.host.get_id()
@@ -147,6 +168,7 @@ class Peer:
         )
         self.admitted = trio.Event()
         self.remote_id: ID | None = None
+        self.security = "unknown"
         self.received: set[int] = set()
         self.all_received = trio.Event()
         if config["expect"] == 0:
@@ -181,7 +203,7 @@ class Peer:
             if self.config["dial"]:
                 await self.dial(self.config["dial"])
             await self.admitted.wait()
-            say("ADMITTED", self.remote_id)
+            say("ADMITTED", self.remote_id, self.security)
             await self.send_batches()
             await self.all_received.wait()
             say("DONE")
@@ -202,6 +224,7 @@ class Peer:
         await stream.write(encode_frame(Kind.HANDSHAKE_OK, 0))
         with contextlib.suppress(Exception):  # the listener ends the handshake stream (a reset)
             await stream.read(1)
+        self.security = negotiated_security(stream)
         await stream.reset()
         self.remote_id = remote_id
         self.admitted.set()
@@ -217,6 +240,7 @@ class Peer:
         frame = await frames.next()
         if frame is None or frame.kind != Kind.HANDSHAKE_OK:
             raise Failed(f"expected HANDSHAKE_OK, got {frame}")
+        self.security = negotiated_security(stream)
         await stream.reset()
         self.remote_id = remote_id
         self.admitted.set()

@@ -1,15 +1,18 @@
 """Our libp2p transport against peers we did not write the stack of (docs/interop.md).
 
 Two foreign peers, each a subprocess holding a committee key: stock py-libp2p
-(`stock_peer.py`: py-libp2p's own Noise and Yamux, unpatched) and js-libp2p
-(`js/peer.mjs`: @chainsafe/libp2p-noise, @chainsafe/libp2p-yamux, @libp2p/tcp). Each
-runs the worker handshake with our transport, in both roles (it dials us, or we dial
-it), then both sides send the same batches at once, all in flight: 1 KB, around the
-Noise chunk boundary (65,519 B), beyond the 256 KiB default Yamux window, and a burst
-of small ones. Every batch must arrive byte for byte and every request get its ack
-(the batch digest). A peer with a key outside the committee must be refused, a peer
-that half-closes its batch stream must still get its answers, and
-the two foreign peers must agree with each other (so a failure against ours is ours).
+(`stock_peer.py`: py-libp2p's own Noise or TLS and Yamux, unpatched) and js-libp2p
+(`js/peer.mjs`: @chainsafe/libp2p-noise or @libp2p/tls, @chainsafe/libp2p-yamux,
+@libp2p/tcp). Each runs the worker handshake with our transport, in both roles (it
+dials us, or we dial it), then both sides send the same batches at once, all in
+flight: 1 KB, around the Noise chunk boundary (65,519 B), beyond the 256 KiB default
+Yamux window, and a burst of small ones. Every batch must arrive byte for byte and
+every request get its ack (the batch digest). A peer with a key outside the committee
+must be refused, a peer that half-closes its batch stream must still get its answers,
+and the two foreign peers must agree with each other (so a failure against ours is
+ours). Every exchange runs once per security protocol (Noise, TLS): the foreign peer
+offers only that one, our side proposes it first, and the peer says which one its
+connection negotiated.
 
 Our side is driven through the public Transport API only (make_transport, SendRequest,
 RequestReceived, ResponseReceived), so whatever implements the data phase is held to
@@ -46,7 +49,14 @@ from worker.transport.factory import make_transport
 #: Only a guard against hangs, never used to synchronise.
 HANG_GUARD = 30.0
 JS_DIR = Path(__file__).parent / "js"
-PARAMS = Parameters(transport="libp2p", retry_initial_delay=50, retry_max_delay=500)
+#: The security protocols every exchange runs over, and the protocol id each foreign
+#: peer prints on its ADMITTED line for the one its connection negotiated.
+SECURITY_IDS = {"noise": "/noise", "tls": "/tls/1.0.0"}
+SECURITIES = sorted(SECURITY_IDS)
+#: Why stock py-libp2p 0.8.1 and js-libp2p (@libp2p/tls 3.1.10) never connect over TLS:
+#: js-libp2p reads only the certificate's first extension, py-libp2p puts the libp2p one
+#: third (docs/interop.md, Findings). The text js-libp2p fails with.
+JS_REFUSES_STOCK_TLS_CERTIFICATE = "The certificate did not include the libp2p public key extension"
 
 
 def stock_command() -> list[str]:
@@ -78,11 +88,26 @@ def commands() -> dict[str, list[str]]:
     return {name: start() for name, start in PEERS.items()}
 
 
+@pytest.fixture
+def params(security: str) -> Parameters:
+    """Our side proposing `security` first (the foreign peer offers only it)."""
+    return Parameters(
+        transport="libp2p", libp2p_security=security, retry_initial_delay=50, retry_max_delay=500
+    )
+
+
+def check_security(admitted: str, security: str) -> None:
+    """The rest of a peer's ADMITTED line (`<PeerId> <protocol id>`) names `security`."""
+    assert admitted.split()[1:] == [SECURITY_IDS[security]], admitted
+
+
 @asynccontextmanager
-async def our_transport(tmp_path: Path) -> AsyncIterator[tuple[Transport, str, list]]:
+async def our_transport(
+    tmp_path: Path, params: Parameters
+) -> AsyncIterator[tuple[Transport, str, list]]:
     """Our worker 0 of a two-authority committee, serving; yields it, its address and keys."""
     committee, keys = make_local_committee(2, 1)
-    transport = make_transport(committee, keys[0].name, 0, PARAMS, keys[0], tmp_path / "ours")
+    transport = make_transport(committee, keys[0].name, 0, params, keys[0], tmp_path / "ours")
     async with trio.open_nursery() as nursery:
         address = await nursery.start(transport.serve)
         yield transport, address, keys
@@ -100,6 +125,7 @@ def peer_config(
     dial: str | None,
     sends: dict[int, int],
     expect: int,
+    security: str,
     **options: bool,
 ) -> str:
     """A peer's JSON config: it plays the authority of `seed`; `expect` batches come in."""
@@ -113,6 +139,7 @@ def peer_config(
             "send": [[index, size] for index, size in sends.items()],
             "expect": expect,
             "timeout": HANG_GUARD,
+            "security": security,
             **options,
         }
     )
@@ -160,8 +187,14 @@ async def their_side(child: Child) -> tuple[dict[int, int], dict[int, int]]:
 
 @pytest.mark.parametrize("we_dial", [False, True], ids=["it-dials", "we-dial"])
 @pytest.mark.parametrize("implementation", sorted(PEERS))
+@pytest.mark.parametrize("security", SECURITIES)
 async def test_batches_both_ways(
-    implementation: str, we_dial: bool, command: list[str], tmp_path: Path
+    implementation: str,
+    security: str,
+    we_dial: bool,
+    command: list[str],
+    params: Parameters,
+    tmp_path: Path,
 ) -> None:
     """Both sides' batches, all in flight at once, in both handshake roles."""
     results: dict[str, Any] = {}
@@ -170,16 +203,15 @@ async def test_batches_both_ways(
         results[key] = await fn(*args)
 
     with trio.fail_after(HANG_GUARD):
-        async with our_transport(tmp_path) as (transport, address, keys):
+        async with our_transport(tmp_path, params) as (transport, address, keys):
             ours, theirs = keys
-            config = peer_config(
-                theirs.seed, ours.name, None if we_dial else address, THEIRS, len(OURS)
-            )
+            dial = None if we_dial else address
+            config = peer_config(theirs.seed, ours.name, dial, THEIRS, len(OURS), security)
             async with run_child([*command, config], tmp_path / "peer.stderr") as child:
                 listen = await child.expect("LISTEN")
                 if we_dial:
                     transport.add_peer_addrs({theirs.name: listen})
-                await child.expect("ADMITTED")
+                check_security(await child.expect("ADMITTED"), security)
                 await transport.wait_discovery({theirs.name})
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(run, "ours", our_side, transport, theirs.name)
@@ -197,63 +229,97 @@ async def test_batches_both_ways(
 
 @pytest.mark.parametrize("we_dial", [False, True], ids=["it-dials", "we-dial"])
 @pytest.mark.parametrize("implementation", sorted(PEERS))
+@pytest.mark.parametrize("security", SECURITIES)
 async def test_outsider_key_is_refused(
-    implementation: str, we_dial: bool, command: list[str], tmp_path: Path
+    implementation: str,
+    security: str,
+    we_dial: bool,
+    command: list[str],
+    params: Parameters,
+    tmp_path: Path,
 ) -> None:
     """The same peer signing with a key outside the committee never gets a batch stream:
     our side refuses its handshake (counted before the connection closes), it sees that."""
     with trio.fail_after(HANG_GUARD):
-        async with our_transport(tmp_path) as (transport, address, keys):
+        async with our_transport(tmp_path, params) as (transport, address, keys):
             ours, theirs = keys
             stranger = KeyPair.generate().seed
-            config = peer_config(stranger, ours.name, None if we_dial else address, {}, 0)
+            dial = None if we_dial else address
+            config = peer_config(stranger, ours.name, dial, {}, 0, security)
             async with run_child([*command, config], tmp_path / "peer.stderr") as child:
                 listen = await child.expect("LISTEN")
                 if we_dial:
                     transport.add_peer_addrs({theirs.name: listen})
-                with pytest.raises(PeerFailed, match="FAIL"):
+                with pytest.raises(PeerFailed, match="FAIL") as refused:
                     await child.line()
-            assert transport.handshakes["unknown_key"] >= 1
+            assert transport.handshakes["unknown_key"] >= 1, refused.value  # why it failed
             assert "accepted" not in transport.handshakes
             assert transport.connected_peers() == set()
 
 
-@pytest.mark.parametrize("dialer", sorted(PEERS))
-async def test_foreign_peers_agree(
-    dialer: str, commands: dict[str, list[str]], tmp_path: Path
+async def foreign_exchange(
+    listener: list[str], dialer: list[str], security: str, tmp_path: Path
 ) -> None:
-    """Stock py-libp2p and js-libp2p exchange the same batches with each other, without
-    our transport: the two test peers read the protocol document alike, so a failure
-    against only ours points at ours."""
-    listener = next(name for name in PEERS if name != dialer)
+    """Two foreign peers, the second dialing the first, exchange the test batches."""
     _, (a, b) = make_local_committee(2, 1)
     with trio.fail_after(HANG_GUARD):
-        config = peer_config(b.seed, a.name, None, OURS, len(THEIRS))
-        async with run_child([*commands[listener], config], tmp_path / "listener.stderr") as first:
+        config = peer_config(b.seed, a.name, None, OURS, len(THEIRS), security)
+        async with run_child([*listener, config], tmp_path / "listener.stderr") as first:
             listen = await first.expect("LISTEN")
-            config = peer_config(a.seed, b.name, listen, THEIRS, len(OURS))
-            async with run_child([*commands[dialer], config], tmp_path / "dialer.stderr") as second:
+            config = peer_config(a.seed, b.name, listen, THEIRS, len(OURS), security)
+            async with run_child([*dialer, config], tmp_path / "dialer.stderr") as second:
                 await second.expect("LISTEN")
-                await first.expect("ADMITTED")
-                await second.expect("ADMITTED")
+                # the dialer's first: where the two cannot connect, the dialer says so
+                check_security(await second.expect("ADMITTED"), security)
+                check_security(await first.expect("ADMITTED"), security)
                 assert (await their_side(first)) == (OURS, THEIRS)
                 assert (await their_side(second)) == (THEIRS, OURS)
                 assert await second.finish() == 0, second.diagnostics()
             assert await first.finish() == 0, first.diagnostics()
 
 
+@pytest.mark.parametrize("dialer", sorted(PEERS))
+@pytest.mark.parametrize("security", SECURITIES)
+def test_foreign_peers_agree(
+    dialer: str, security: str, commands: dict[str, list[str]], tmp_path: Path
+) -> None:
+    """Stock py-libp2p and js-libp2p exchange the same batches with each other, without
+    our transport: the two test peers read the protocol document alike, so a failure
+    against only ours points at ours. Over TLS they cannot connect (docs/interop.md,
+    Findings): expected to fail (xfail) on exactly that cause, as a peer said it (the js
+    dialer's FAIL line, or the js listener's stderr). Not a trio test: pytest-trio drops
+    an xfail's reason."""
+    listener = next(name for name in PEERS if name != dialer)
+    try:
+        trio.run(foreign_exchange, commands[listener], commands[dialer], security, tmp_path)
+    except PeerFailed as exc:
+        said = str(exc) + "".join(path.read_text() for path in tmp_path.glob("*.stderr"))
+        if security == "tls" and JS_REFUSES_STOCK_TLS_CERTIFICATE in said:
+            pytest.xfail(
+                "js-libp2p (@libp2p/tls 3.1.10) refuses stock py-libp2p 0.8.1's TLS"
+                " certificate: it reads only the first extension, py-libp2p's libp2p"
+                " extension is the third"
+            )
+        raise
+
+
 @pytest.mark.parametrize("implementation", ["js-libp2p"])
-async def test_optimistic_protocol_select(command: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("security", SECURITIES)
+async def test_optimistic_protocol_select(
+    security: str, command: list[str], params: Parameters, tmp_path: Path
+) -> None:
     """js-libp2p may propose a protocol and send its first frame with it, without waiting
     for the answer (`negotiateFully: false`): both its streams (handshake, batches)."""
     sends = {3000: 1_000, 3001: 600_000}
     with trio.fail_after(HANG_GUARD):
-        async with our_transport(tmp_path) as (transport, address, keys):
+        async with our_transport(tmp_path, params) as (transport, address, keys):
             ours, theirs = keys
-            config = peer_config(theirs.seed, ours.name, address, sends, 0, optimistic_select=True)
+            config = peer_config(
+                theirs.seed, ours.name, address, sends, 0, security, optimistic_select=True
+            )
             async with run_child([*command, config], tmp_path / "peer.stderr") as child:
                 await child.expect("LISTEN")
-                await child.expect("ADMITTED")
+                check_security(await child.expect("ADMITTED"), security)
                 for _ in sends:
                     request = await transport.events.receive()
                     assert isinstance(request, RequestReceived), request
@@ -265,8 +331,9 @@ async def test_optimistic_protocol_select(command: list[str], tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("implementation", sorted(PEERS))
+@pytest.mark.parametrize("security", SECURITIES)
 async def test_answers_after_the_peer_half_closes(
-    implementation: str, command: list[str], tmp_path: Path
+    security: str, command: list[str], params: Parameters, tmp_path: Path
 ) -> None:
     """A libp2p requester may close its stream's write side (Yamux FIN) after its last
     request and read the answers: a half-closed stream is still writable the other way
@@ -275,12 +342,14 @@ async def test_answers_after_the_peer_half_closes(
     sends = {2000: 1_000, 2001: 600_000, 2002: 1_000}
     answered: tuple[dict[int, int], dict[int, int]] | PeerFailed
     with trio.fail_after(HANG_GUARD):
-        async with our_transport(tmp_path) as (transport, address, keys):
+        async with our_transport(tmp_path, params) as (transport, address, keys):
             ours, theirs = keys
-            config = peer_config(theirs.seed, ours.name, address, sends, 0, half_close=True)
+            config = peer_config(
+                theirs.seed, ours.name, address, sends, 0, security, half_close=True
+            )
             async with run_child([*command, config], tmp_path / "peer.stderr") as child:
                 await child.expect("LISTEN")
-                await child.expect("ADMITTED")
+                check_security(await child.expect("ADMITTED"), security)
                 requests = [await transport.events.receive() for _ in sends]
                 assert all(isinstance(r, RequestReceived) for r in requests), requests
                 received = dict(payloads.label(r.data) for r in requests)  # type: ignore[union-attr]

@@ -1,23 +1,26 @@
-// A committee worker on js-libp2p (TCP, @chainsafe/libp2p-noise, @chainsafe/libp2p-yamux),
-// run by tests/interop/test_interop.py. Same command line and output as
-// tests/interop/stock_peer.py:
+// A committee worker on js-libp2p (TCP, @chainsafe/libp2p-noise or @libp2p/tls,
+// @chainsafe/libp2p-yamux), run by tests/interop/test_interop.py. Same command line and
+// output as tests/interop/stock_peer.py:
 //
 //   node peer.mjs '<json config>'
 //
 // config: seed (hex authority key), remote (the other authority's name), epoch,
 // worker_id, dial (multiaddr, or null to wait to be dialed), send ([[index, size], ..]),
-// expect (batches the other side sends), timeout (s), half_close (optional: close our
-// batch stream's write side after the last request, print CLOSED, read the answers),
-// optimistic_select (optional: open our streams with js-libp2p's optimistic
-// multistream-select, the first frame riding with the protocol proposal). Prints LISTEN <multiaddr>,
-// ADMITTED <PeerId>, RECEIVED <index> <size>, ACKED <index> <size>, PING <rtt ms> (a Yamux
-// ping the other side answered), DONE; then exits 0
-// at the end of stdin. Any failure prints FAIL <why> and exits 1.
+// expect (batches the other side sends), timeout (s), security (optional: 'noise', the
+// default, or 'tls': the only connection encrypter the peer offers and accepts),
+// half_close (optional: close our batch stream's write side after the last request,
+// print CLOSED, read the answers), optimistic_select (optional: open our streams with
+// js-libp2p's optimistic multistream-select, the first frame riding with the protocol
+// proposal). Prints LISTEN <multiaddr>, ADMITTED <PeerId> <the connection's encryption
+// protocol id>, RECEIVED <index> <size>, ACKED <index> <size>, PING <rtt ms> (a Yamux
+// ping the other side answered), DONE; then exits 0 at the end of stdin. Any failure
+// (an inbound connection it could not secure among them) prints FAIL <why> and exits 1.
 
 import './node20.mjs' // first: what js-libp2p 3 needs of Node 22
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
+import { tls } from '@libp2p/tls'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { multiaddr } from '@multiformats/multiaddr'
 import {
@@ -33,16 +36,32 @@ function fail (err) {
 }
 
 const config = JSON.parse(process.argv[2])
+const encrypters = { noise, tls }
+const security = config.security ?? 'noise'
+if (!(security in encrypters)) fail(new Error(`unknown security ${security}`))
 // optimistic: send the protocol id and the first data at once, without waiting for "yes"
 const select = { negotiateFully: !config.optimistic_select }
 const timer = setTimeout(() => fail(new Error(`timed out after ${config.timeout} s`)), config.timeout * 1000)
 process.on('unhandledRejection', fail)
 process.on('uncaughtException', fail)
 
+// js-libp2p only logs an inbound connection it could not secure, and the dialing side
+// sees a closed connection: no test expects one, so it fails the peer, saying why (the
+// stack on stderr).
+const failingInbound = (encrypter) => (components) => {
+  const inner = encrypter(components)
+  const secureInbound = inner.secureInbound.bind(inner)
+  inner.secureInbound = (...args) => secureInbound(...args).catch((err) => {
+    process.stderr.write(`inbound ${inner.protocol} failed: ${err?.stack ?? err}\n`)
+    fail(new Error(`inbound ${inner.protocol} failed: ${err?.name}: ${err?.message}`))
+  })
+  return inner
+}
+
 const node = await createLibp2p({
   addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
   transports: [tcp()],
-  connectionEncrypters: [noise()],
+  connectionEncrypters: [failingInbound(encrypters[security]())],
   streamMuxers: [yamux()]
 })
 const myPeerId = node.peerId.toMultihash().bytes
@@ -105,7 +124,7 @@ if (config.dial) {
 }
 
 const connection = await admitted
-say('ADMITTED', connection.remotePeer.toString())
+say('ADMITTED', connection.remotePeer.toString(), connection.encryption)
 
 // -- our batches: all written before any answer is awaited ---------------------------------
 if (config.send.length > 0) {

@@ -111,7 +111,8 @@ export async function makeHandshake (seed, peerId, workerId, epoch) {
   return encodeFrame(Kind.HANDSHAKE, 0, concat(u16(peerId.length), peerId, message))
 }
 
-/** Throws unless `frame` is `remote`'s handshake, signed for the PeerId Noise authenticated. */
+/** Throws unless `frame` is `remote`'s handshake, signed for the PeerId that the secure
+ * channel (Noise or TLS) authenticated. */
 export async function checkHandshake (frame, remote, authenticated, workerId, epoch) {
   if (frame === null) throw new Error('the handshake stream ended')
   if (frame.kind !== Kind.HANDSHAKE) throw new Error(`expected HANDSHAKE, got kind ${frame.kind}`)

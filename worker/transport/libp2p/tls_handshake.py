@@ -17,10 +17,13 @@ records it wrote in that last step, which are counted.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import os
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 from libp2p.abc import IRawConnection, ISecureConn, ISecureTransport
 from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import TProtocol
@@ -28,11 +31,7 @@ from libp2p.io.abc import EncryptedMsgReadWriter
 from libp2p.peer.id import ID
 from libp2p.security.exceptions import HandshakeFailure
 from libp2p.security.secure_session import SecureSession
-from libp2p.security.tls.certificate import (
-    create_cert_template,
-    generate_certificate,
-    verify_certificate_chain,
-)
+from libp2p.security.tls.certificate import generate_certificate, verify_certificate_chain
 from OpenSSL import SSL
 
 from worker.transport.libp2p.tls_record import (
@@ -119,7 +118,7 @@ class TlsSecurity(ISecureTransport):
     def __init__(self, identity: KeyPair) -> None:
         self._identity = identity
         self.local_peer = ID.from_pubkey(identity.public_key)
-        cert_pem, key_pem = generate_certificate(identity.private_key, create_cert_template())
+        cert_pem, key_pem = generate_certificate(identity.private_key, _template())
         self._cert = x509.load_pem_x509_certificate(cert_pem.encode())
         self._key = serialization.load_pem_private_key(key_pem.encode(), password=None)
 
@@ -249,6 +248,23 @@ def _peer_key(tls: SSL.Connection):  # type: ignore[no-untyped-def]
         return verify_certificate_chain([cert])
     except Exception as exc:  # py-libp2p raises several kinds for a bad binding
         raise TlsHandshakeFailure(f"the peer's certificate binds no libp2p key: {exc}") from exc
+
+
+def _template() -> x509.CertificateBuilder:
+    """py-libp2p's certificate template without its two extensions of its own, so the
+    libp2p extension is the certificate's only (and first) one: js-libp2p's
+    @libp2p/tls 3.1 reads `extensions[0]` alone and refuses py-libp2p's stock layout
+    (docs/interop.md, Findings). The spec allows other extensions; go and js add none."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "libp2p")])
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)  # clock skew
+    return (
+        x509.CertificateBuilder()
+        .serial_number(int.from_bytes(os.urandom(8), "big"))
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=365 * 100))  # as py-libp2p's
+        .subject_name(name)
+        .issuer_name(name)
+    )
 
 
 def _accept_any(*_verify_args: object) -> bool:
