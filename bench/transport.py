@@ -10,16 +10,17 @@ the median round's MB/s, req/s, p50/p99 latency and CPU seconds of both processe
 case, the ratio's median and range; exits 1 if a median ratio misses its target (TARGET,
 from issue 10).
 
-`--stock` adds the same libp2p transport on py-libp2p's own Yamux data phase (stock
-Noise and Yamux, as the library ships them), for comparison: it has no target.
+"libp2p" is ours with its default security, TLS. `--noise` adds ours over Noise, and
+`--stock` the libp2p transport on py-libp2p's own Noise and Yamux data phase (as the
+library ships them), for comparison: neither has a target.
 
-The run also measures what ChaCha20-Poly1305 alone costs per request here (Noise must
-encrypt every byte once and decrypt it once) and prints the ratio libp2p could reach if
-that were its only cost on top of TCP: TCP's CPU per request against TCP's plus both
+The run also measures what the AEAD alone costs per request here (AES-128-GCM over TLS
+records; every byte is encrypted once and decrypted once) and prints the ratio libp2p
+could reach if that were its only cost on top of TCP: TCP's CPU per request against TCP's plus both
 sides' AEAD when concurrent (both cores busy), TCP's latency against TCP's plus one
 side's AEAD when sequential (the two ends overlap theirs).
 
-    python bench/transport.py [--quick] [--stock] [--rounds N] [--json FILE]
+    python bench/transport.py [--quick] [--noise] [--stock] [--rounds N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import Any
 
 import trio
 
+from cluster.bench.ceiling import AEADS
 from cluster.committee import make_local_committee
 from faults.series import percentile
 from worker.allocator import keep_freed_memory
@@ -59,7 +61,13 @@ CASES = [  # (label, payload bytes, requests, window): a few tenths of a second 
 ]
 #: libp2p/TCP throughput each case must reach (issue 10: >= 0.5 at 500 KB and 1 KB).
 TARGET = 0.5
-TRANSPORTS = {"tcp": "tcp", "libp2p": "libp2p", "libp2p-stock": "libp2p"}
+#: each measured transport's parameters (libp2p: the default security, TLS)
+TRANSPORTS: dict[str, dict[str, str]] = {
+    "tcp": {"transport": "tcp"},
+    "libp2p": {"transport": "libp2p"},
+    "libp2p-noise": {"transport": "libp2p", "libp2p_security": "noise"},
+    "libp2p-stock": {"transport": "libp2p", "libp2p_security": "noise"},
+}
 Figures = dict[str, float]
 
 
@@ -106,23 +114,24 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def aead_us(size: int) -> float:
-    """Microseconds ChaCha20-Poly1305 takes here, now, to seal `size` bytes as Noise
-    messages of 65,519 bytes (opening costs the same)."""
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-    aead, view = ChaCha20Poly1305(bytes(32)), memoryview(bytes(size))
+def aead_us(size: int, security: str) -> float:
+    """Microseconds the AEAD of libp2p's `security` takes here, now, to seal `size` bytes
+    in its units: TLS records of 16 KiB (AES-128-GCM), Noise messages of 65,519 bytes
+    (ChaCha20-Poly1305); opening costs about the same."""
+    _name, cipher, key_size, unit = AEADS[security]
+    aead, view = cipher(bytes(key_size)), memoryview(bytes(size))
+    header = bytes(5) if security == "tls" else None
     rounds = max(20, 20_000_000 // size)
     start = time.perf_counter()
     for _ in range(rounds):
-        for offset in range(0, size, 65_519):
-            aead.encrypt(bytes(12), view[offset : offset + 65_519], None)
+        for offset in range(0, size, unit):
+            aead.encrypt(bytes(12), view[offset : offset + unit], header)
     return (time.perf_counter() - start) / rounds * 1e6
 
 
-def crypto_ceiling(tcp: Figures, size: int, window: int) -> float:
+def crypto_ceiling(tcp: Figures, size: int, window: int, security: str) -> float:
     """The libp2p/TCP ratio if AEAD were libp2p's only extra cost (see the docstring)."""
-    aead = aead_us(size)
+    aead = aead_us(size, security)
     if window == 1:
         latency = tcp["p50_ms"] * 1e3
         return latency / (latency + aead)
@@ -204,7 +213,7 @@ class Link:
 
 
 def _start_server(name: str, root: Path) -> tuple[mp.Process, Committee, KeyPair, KeyPair, str]:
-    params = Parameters(transport=TRANSPORTS[name])
+    params = Parameters(**TRANSPORTS[name])
     committee, (client_key, server_key) = make_local_committee(2, 1)
     parent, child = mp.get_context("spawn").Pipe()
     args = (name, committee.model_dump_json(), params.model_dump_json(), server_key.seed)
@@ -228,7 +237,7 @@ def measure(names: list[str], quick: bool, rounds: int) -> dict[str, dict[str, l
         links: list[Link] = []
         async with trio.open_nursery() as nursery:
             for name, (server, committee, client_key, server_key, address) in servers.items():
-                params = Parameters(transport=TRANSPORTS[name])
+                params = Parameters(**TRANSPORTS[name])
                 transport = _transport(committee, client_key, params, root / f"{name}-client")
                 with stock_yamux() if name == "libp2p-stock" else contextlib.nullcontext():
                     await nursery.start(transport.serve)
@@ -273,10 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a tenth of the requests, one round")
     ap.add_argument("--stock", action="store_true", help="also measure stock py-libp2p Yamux")
+    ap.add_argument("--noise", action="store_true", help="also measure our libp2p over Noise")
     ap.add_argument("--rounds", type=int, default=5, help="turns per case (median ratio counts)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
-    names = ["tcp", "libp2p"] + (["libp2p-stock"] if args.stock else [])
+    names = ["tcp", "libp2p"] + (["libp2p-noise"] if args.noise else [])
+    names += ["libp2p-stock"] if args.stock else []
+    security = Parameters().libp2p_security
     rounds = measure(names, args.quick, 1 if args.quick else args.rounds)
     measured = {n: {label: median_round(r) for label, r in c.items()} for n, c in rounds.items()}
     results: dict[str, Any] = {"median_round": measured, "rounds": rounds}
@@ -289,13 +301,14 @@ def main(argv: list[str] | None = None) -> int:
             figures = f"{r['mb_s']:>8} {r['req_s']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8}"
             cpu = f"{r['cpu_client_s']:.2f} + {r['cpu_server_s']:.2f}"
             print(f"{label:<20} {name:<13} {figures} {cpu:>20} {r['cpu_us_per_req']:>10}")
-        ceiling = crypto_ceiling(measured["tcp"][label], size, window)
+        ceiling = crypto_ceiling(measured["tcp"][label], size, window, security)
         results.setdefault("crypto_ceiling", {})[label] = round(ceiling, 3)
-        print(f"{'':<20} ratio if AEAD were libp2p's only extra cost: {ceiling:.2f}")
+        aead = AEADS[security][0]
+        print(f"{'':<20} ratio if {aead} were libp2p's only extra cost: {ceiling:.2f}")
         for name in names[1:]:
             pairs = paired_ratios(rounds[name][label], rounds["tcp"][label])
             ratio = statistics.median(pairs)
-            key = "ratio" if name == "libp2p" else "ratio_stock"
+            key = {"libp2p": "ratio", "libp2p-noise": "ratio_noise"}.get(name, "ratio_stock")
             results.setdefault(key, {})[label] = round(ratio, 3)
             results.setdefault(f"{key}_rounds", {})[label] = [round(x, 3) for x in pairs]
             verdict = ""

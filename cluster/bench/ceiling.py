@@ -4,7 +4,8 @@ Per transaction byte, across a committee of N on this one machine, the pipeline 
 every batch N times (its author seals it, each peer checks the digest), stores it N
 times (a synced store write at every authority), copies it over loopback N - 1 times
 (author to each peer) and, over libp2p, encrypts and decrypts each copy (2 (N - 1)
-AEAD passes). Each ceiling is measured on one thread with batch-size buffers; the knee's
+AEAD passes: AES-128-GCM over TLS records, ChaCha20-Poly1305 over Noise messages).
+Each ceiling is measured on one thread with batch-size buffers; the knee's
 implied MB/s of each kind is set against it, and `ceiling_tx_s` is the rate at which
 that work alone, at those speeds, would fill every core: an upper bound for any
 implementation of the same protocol on this machine. `knee / ceiling_tx_s` says how much
@@ -22,13 +23,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from worker.config import Parameters
 from worker.store import BatchStore
 from worker.wire.messages import DIGEST_BYTES
 
 #: Noise's largest plaintext per transport message (65,535 minus the 16-byte tag)
 NOISE_CHUNK = 65_519
+#: a full TLS 1.3 record's plaintext: 16 KiB of content and its inner content type
+TLS_RECORD = 16_385
+#: per libp2p security: what it seals with (the first suite we offer), and in what units
+AEADS: dict[str, tuple[str, Callable[[bytes], Any], int, int]] = {
+    "tls": ("AES-128-GCM", AESGCM, 16, TLS_RECORD),
+    "noise": ("ChaCha20-Poly1305", ChaCha20Poly1305, 32, NOISE_CHUNK),
+}
 #: buffer size of the machine-speed reading: fixed, so readings compare whatever a run's
 #: batch size (this is the default one)
 SPEED_BUFFER = 500_000
@@ -110,21 +119,27 @@ def loopback_mb_s(size: int, seconds: float) -> float:
     return round(received / elapsed / 1e6, 1)
 
 
-def aead_mb_s(seconds: float) -> float:
-    """ChaCha20-Poly1305 (OpenSSL via `cryptography`) over Noise-sized chunks."""
-    aead = ChaCha20Poly1305(ChaCha20Poly1305.generate_key())
-    chunk, nonce = os.urandom(NOISE_CHUNK), bytes(12)
+def aead_mb_s(seconds: float, security: str) -> float:
+    """The AEAD of libp2p's `security` (OpenSSL via `cryptography`) over its units: full
+    TLS records (5-byte header as associated data) or Noise messages."""
+    _name, cipher, key_size, unit = AEADS[security]
+    aead = cipher(os.urandom(key_size))
+    chunk, nonce = os.urandom(unit), bytes(12)
+    header = bytes(5) if security == "tls" else None
 
     def once() -> int:
-        aead.encrypt(nonce, chunk, None)
-        return NOISE_CHUNK
+        aead.encrypt(nonce, chunk, header)
+        return unit
 
     elapsed, done = _timed(seconds, once)
     return round(done / elapsed / 1e6, 1)
 
 
-def measure_ceiling(batch_size: int, seconds: float) -> dict[str, Any]:
-    """Every ceiling, `seconds` each, with `batch_size`-byte buffers."""
+def measure_ceiling(
+    batch_size: int, seconds: float, security: str = Parameters().libp2p_security
+) -> dict[str, Any]:
+    """Every ceiling, `seconds` each, with `batch_size`-byte buffers; the AEAD's is that
+    of the libp2p `security` the knees are measured with."""
     store = store_rates(batch_size, seconds)
     return {
         "batch_size": batch_size,
@@ -134,7 +149,8 @@ def measure_ceiling(batch_size: int, seconds: float) -> dict[str, Any]:
         "store_mb_s": store["mb_s"],
         "store_puts_s": store["puts_s"],
         "loopback_mb_s": loopback_mb_s(batch_size, seconds),
-        "aead_mb_s": aead_mb_s(seconds),
+        "aead": AEADS[security][0],
+        "aead_mb_s": aead_mb_s(seconds, security),
     }
 
 

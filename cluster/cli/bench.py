@@ -103,7 +103,7 @@ def format_bench(b: dict[str, Any]) -> str:
         f"{c['batch_size']:,}-byte buffers):",
         f"  SHA-512 {c['hash_mb_s']:,} MB/s   synced store {c['store_mb_s']:,} MB/s "
         f"({c['store_puts_s']:,} puts/s)   loopback {c['loopback_mb_s']:,} MB/s   "
-        f"ChaCha20-Poly1305 {c['aead_mb_s']:,} MB/s",
+        f"{c.get('aead', 'ChaCha20-Poly1305')} {c['aead_mb_s']:,} MB/s",
     ]
     for transport, k in b["knees"].items():
         vs = k["against_ceiling"]
@@ -126,7 +126,7 @@ def format_bench(b: dict[str, Any]) -> str:
         lines.append(f"libp2p knee / TCP knee: {b['ratio']:.2f}{each}")
         if b.get("aead_only_ratio") is not None:
             lines.append(
-                "  if ChaCha20-Poly1305 were libp2p's only extra cost "
+                f"  if {c.get('aead', 'ChaCha20-Poly1305')} were libp2p's only extra cost "
                 f"(TCP's knee and CPU share, the AEAD's ceiling): {b['aead_only_ratio']:.2f}"
             )
     for transport, points in b["cost"].items():

@@ -47,11 +47,15 @@ def test_the_knee_is_set_against_each_ceiling_and_the_ceiling_in_tx_s() -> None:
     assert "aead" in against_ceiling(10_000, 500, 4, "libp2p", CEILING)["kinds"]
 
 
-def test_the_ceiling_measures_every_kind() -> None:
-    c = measure_ceiling(64_000, 0.01)
+@pytest.mark.parametrize(
+    ("security", "aead"), [("tls", "AES-128-GCM"), ("noise", "ChaCha20-Poly1305")]
+)
+def test_the_ceiling_measures_every_kind(security: str, aead: str) -> None:
+    c = measure_ceiling(64_000, 0.01, security)
     for key in ("hash_mb_s", "store_mb_s", "store_puts_s", "loopback_mb_s", "aead_mb_s"):
         assert c[key] > 0
     assert c["batch_size"] == 64_000 and c["cores"] >= 1
+    assert c["aead"] == aead  # the AEAD of the security the knees are measured with
 
 
 def test_the_machine_speed_reading_hashes_for_its_time() -> None:
