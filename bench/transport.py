@@ -10,17 +10,18 @@ the median round's MB/s, req/s, p50/p99 latency and CPU seconds of both processe
 case, the ratio's median and range; exits 1 if a median ratio misses its target (TARGET,
 from issue 10).
 
-"libp2p" is ours with its default security, TLS. `--noise` adds ours over Noise, and
-`--stock` the libp2p transport on py-libp2p's own Noise and Yamux data phase (as the
-library ships them), for comparison: neither has a target.
+"libp2p" is ours with its default security, Noise. `--tls` adds ours over libp2p TLS
+(AES-GCM records), and `--stock` the libp2p transport on py-libp2p's own Noise and Yamux
+data phase (as the library ships them), for comparison: neither has a target.
 
-The run also measures what the AEAD alone costs per request here (AES-128-GCM over TLS
-records; every byte is encrypted once and decrypted once) and prints the ratio libp2p
-could reach if that were its only cost on top of TCP: TCP's CPU per request against TCP's plus both
-sides' AEAD when concurrent (both cores busy), TCP's latency against TCP's plus one
-side's AEAD when sequential (the two ends overlap theirs).
+The run also measures what the default security's AEAD alone costs per request here
+(ChaCha20-Poly1305 over Noise messages; every byte is encrypted once and decrypted
+once) and prints the ratio libp2p could reach if that were its only cost on top of
+TCP: TCP's CPU per request against TCP's plus both sides' AEAD when concurrent (both
+cores busy), TCP's latency against TCP's plus one side's AEAD when sequential (the two
+ends overlap theirs).
 
-    python bench/transport.py [--quick] [--noise] [--stock] [--rounds N] [--json FILE]
+    python bench/transport.py [--quick] [--tls] [--stock] [--rounds N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -61,11 +62,11 @@ CASES = [  # (label, payload bytes, requests, window): a few tenths of a second 
 ]
 #: libp2p/TCP throughput each case must reach (issue 10: >= 0.5 at 500 KB and 1 KB).
 TARGET = 0.5
-#: each measured transport's parameters (libp2p: the default security, TLS)
+#: each measured transport's parameters (libp2p: the default security, Noise)
 TRANSPORTS: dict[str, dict[str, str]] = {
     "tcp": {"transport": "tcp"},
     "libp2p": {"transport": "libp2p"},
-    "libp2p-noise": {"transport": "libp2p", "libp2p_security": "noise"},
+    "libp2p-tls": {"transport": "libp2p", "libp2p_security": "tls"},
     "libp2p-stock": {"transport": "libp2p", "libp2p_security": "noise"},
 }
 Figures = dict[str, float]
@@ -282,11 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a tenth of the requests, one round")
     ap.add_argument("--stock", action="store_true", help="also measure stock py-libp2p Yamux")
-    ap.add_argument("--noise", action="store_true", help="also measure our libp2p over Noise")
+    ap.add_argument("--tls", action="store_true", help="also measure our libp2p over TLS")
     ap.add_argument("--rounds", type=int, default=5, help="turns per case (median ratio counts)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
-    names = ["tcp", "libp2p"] + (["libp2p-noise"] if args.noise else [])
+    names = ["tcp", "libp2p"] + (["libp2p-tls"] if args.tls else [])
     names += ["libp2p-stock"] if args.stock else []
     security = Parameters().libp2p_security
     rounds = measure(names, args.quick, 1 if args.quick else args.rounds)
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names[1:]:
             pairs = paired_ratios(rounds[name][label], rounds["tcp"][label])
             ratio = statistics.median(pairs)
-            key = {"libp2p": "ratio", "libp2p-noise": "ratio_noise"}.get(name, "ratio_stock")
+            key = {"libp2p": "ratio", "libp2p-tls": "ratio_tls"}.get(name, "ratio_stock")
             results.setdefault(key, {})[label] = round(ratio, 3)
             results.setdefault(f"{key}_rounds", {})[label] = [round(x, 3) for x in pairs]
             verdict = ""

@@ -194,7 +194,7 @@ class Parameters(_Strict):
     channel_capacity: int = Field(default=1_000, ge=1)
     sync_writes: bool = True
     transport: TransportName = "libp2p"
-    libp2p_security: Libp2pSecurity = "tls"
+    libp2p_security: Libp2pSecurity = "noise"
     # limits and deadlines against stalling and exhaustion (docs/guarantees.md)
     write_timeout: int = Field(default=5_000, ge=1)
     frame_timeout: int = Field(default=10_000, ge=1)

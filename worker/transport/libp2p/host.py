@@ -108,7 +108,7 @@ def security_options(identity: HostKeyPair, preferred: Security) -> dict[TProtoc
 def build_host(
     identity: HostKeyPair,
     *,
-    security: Security = "tls",
+    security: Security = "noise",
     on_refused: Callable[[str], None] | None = None,
     **muxer: Any,
 ) -> IHost:
