@@ -139,16 +139,10 @@ class TlsSealer(_Direction):
             out[body + size] = APPLICATION_DATA
             nonce = (iv ^ (sequence + i)).to_bytes(12, "big")
             aad = bytes(view[pos:body])
+            # in place: output and input start at the same byte, which OpenSSL allows
             encrypt_into(nonce, view[body : body + size + 1], aad, view[body : body + size + 17])
             pos = body + size + 1 + TAG_SIZE
         return [out]
-
-    def seal_alert(self, description: int = CLOSE_NOTIFY) -> bytes:
-        """A warning-level alert record (`close_notify` by default)."""
-        nonce = self.nonce(self.sequence)
-        self.sequence += 1
-        header = HEADER.pack(APPLICATION_DATA, 0x0303, 2 + 1 + TAG_SIZE)
-        return header + self.aead.encrypt(nonce, bytes((1, description, ALERT)), header)
 
 
 class TlsOpener(_Direction):
