@@ -231,8 +231,8 @@ def test_a_requested_key_update_is_refused() -> None:
 
 def test_close_notify_ends_the_stream() -> None:
     sealer, opener = _pair()
-    close_notify = _inner_record(sealer, bytes([1, 0]), 21)
-    wire = bytes(sealer.seal([b"last"])[0]) + close_notify + bytes(sealer.seal([b"x"])[0])
+    last = bytes(sealer.seal([b"last"])[0])
+    wire = last + _inner_record(sealer, bytes([1, 0]), 21) + bytes(sealer.seal([b"x"])[0])
     assert opener.open(wire) == [b"last"]
     assert opener.closed
     assert opener.open(bytes(sealer.seal([b"more"])[0])) == []
