@@ -47,7 +47,7 @@ from cluster.bench.ceiling import AEADS
 from cluster.committee import make_local_committee
 from faults.series import percentile
 from worker.allocator import keep_freed_memory
-from worker.config import Committee, Parameters
+from worker.config import DEFAULT_LIBP2P_SECURITY, Committee, Parameters
 from worker.gil import share_gil_promptly
 from worker.keys import KeyPair
 from worker.transport.base import RequestReceived, ResponseReceived, SendRequest, Transport
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     names = ["tcp", "libp2p"] + (["libp2p-tls"] if args.tls else [])
     names += ["libp2p-stock"] if args.stock else []
-    security = Parameters().libp2p_security
+    security = DEFAULT_LIBP2P_SECURITY
     rounds = measure(names, args.quick, 1 if args.quick else args.rounds)
     measured = {n: {label: median_round(r) for label, r in c.items()} for n, c in rounds.items()}
     results: dict[str, Any] = {"median_round": measured, "rounds": rounds}

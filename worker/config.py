@@ -21,6 +21,10 @@ from worker.keys import KeyFileError, decode_public_key
 TransportName = Literal["tcp", "libp2p"]
 #: libp2p's security protocol proposed first when dialing (both are accepted).
 Libp2pSecurity = Literal["tls", "noise"]
+#: Noise: TLS's AES-GCM is cheaper per byte, but its 16 KiB records make four GIL-releasing
+#: AEAD calls for one of Noise's, which costs the worker more near its knee
+#: (docs/libp2p-protocol.md, "Security")
+DEFAULT_LIBP2P_SECURITY: Libp2pSecurity = "noise"
 
 
 class ConfigError(Refused, ValueError):
@@ -194,7 +198,7 @@ class Parameters(_Strict):
     channel_capacity: int = Field(default=1_000, ge=1)
     sync_writes: bool = True
     transport: TransportName = "libp2p"
-    libp2p_security: Libp2pSecurity = "noise"
+    libp2p_security: Libp2pSecurity = DEFAULT_LIBP2P_SECURITY
     # limits and deadlines against stalling and exhaustion (docs/guarantees.md)
     write_timeout: int = Field(default=5_000, ge=1)
     frame_timeout: int = Field(default=10_000, ge=1)

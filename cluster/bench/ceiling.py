@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from worker.config import Parameters
+from worker.config import DEFAULT_LIBP2P_SECURITY
 from worker.store import BatchStore
 from worker.wire.messages import DIGEST_BYTES
 
@@ -136,7 +136,7 @@ def aead_mb_s(seconds: float, security: str) -> float:
 
 
 def measure_ceiling(
-    batch_size: int, seconds: float, security: str = Parameters().libp2p_security
+    batch_size: int, seconds: float, security: str = DEFAULT_LIBP2P_SECURITY
 ) -> dict[str, Any]:
     """Every ceiling, `seconds` each, with `batch_size`-byte buffers; the AEAD's is that
     of the libp2p `security` the knees are measured with."""

@@ -15,7 +15,7 @@ from cluster.bench.ceiling import aead_only_ratio, against_ceiling, measure_ceil
 from cluster.bench.cost import cost_figures, cost_growth
 from cluster.bench.knee import KneeSearch, judge_step, lockstep
 from cluster.experiment import HARNESS_PARAMETERS, ExperimentConfig, run_experiment
-from worker.config import Parameters
+from worker.config import DEFAULT_LIBP2P_SECURITY, Libp2pSecurity, Parameters
 
 log = logging.getLogger(__name__)
 Note = Callable[[str], None]
@@ -27,6 +27,8 @@ class BenchSettings:
     workers: int = 1
     tx_size: int = 512
     transports: tuple[str, ...] = ("tcp", "libp2p")
+    #: libp2p's security protocol (its AEAD is also the ceiling's)
+    security: Libp2pSecurity = DEFAULT_LIBP2P_SECURITY
     #: seconds of load per knee step
     duration: float = 10.0
     drain_timeout: float = 10.0
@@ -67,7 +69,7 @@ def _run(
         rate=rate,
         tx_size=s.tx_size,
         duration=duration,
-        params=Parameters(**HARNESS_PARAMETERS, transport=transport),
+        params=Parameters(**HARNESS_PARAMETERS, transport=transport, libp2p_security=s.security),
         drain_timeout=s.drain_timeout,
     )
     return run_experiment(cfg, LocalBackend()).summary()
@@ -186,7 +188,7 @@ def run_bench(s: BenchSettings, note: Note = log.info) -> dict[str, Any]:
     """The whole bench; see `cluster.cli.bench` for what is printed of it."""
     batch_size = Parameters().batch_size
     note(f"ceiling: {s.ceiling_seconds:g} s per kind of work, {batch_size:,}-byte buffers")
-    ceiling = measure_ceiling(batch_size, s.ceiling_seconds)
+    ceiling = measure_ceiling(batch_size, s.ceiling_seconds, s.security)
     found = knees(s, note)
     for transport, knee in found.items():
         knee["against_ceiling"] = against_ceiling(

@@ -12,6 +12,7 @@ import typer
 
 from cluster.cli.common import app, err, fail
 from cluster.cli.options import JsonOut, TxSize, Workers
+from worker.config import DEFAULT_LIBP2P_SECURITY, Libp2pSecurity
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -24,6 +25,9 @@ def bench(
     workers: Workers = 1,
     tx_size: TxSize = 512,
     transports: Annotated[str, typer.Option(help="Comma-separated: tcp, libp2p.")] = "tcp,libp2p",
+    security: Annotated[
+        Libp2pSecurity, typer.Option(help="libp2p's security protocol: noise or tls.")
+    ] = DEFAULT_LIBP2P_SECURITY,
     duration: Annotated[float, typer.Option(min=0.5, help="Seconds of load per step.")] = 10.0,
     start_rate: Annotated[int, typer.Option(min=1, help="First rate tried (tx/s).")] = 1_000,
     max_rate: Annotated[int, typer.Option(min=1, help="Highest rate tried (tx/s).")] = 256_000,
@@ -67,6 +71,7 @@ def bench(
         workers=workers,
         tx_size=tx_size,
         transports=tuple(t.strip() for t in transports.split(",") if t.strip()),
+        security=security,
         duration=duration,
         start_rate=start_rate,
         max_rate=max_rate,
