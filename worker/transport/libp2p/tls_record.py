@@ -45,7 +45,6 @@ NEW_SESSION_TICKET = 4
 KEY_UPDATE = 24
 CLOSE_NOTIFY = 0
 HEADER = struct.Struct(">BHH")
-SEQUENCE = struct.Struct(">4xQ")
 #: The sequence number never wraps (§5.3); a connection never gets near it.
 MAX_SEQUENCE = 2**64 - 1
 
