@@ -119,9 +119,11 @@ class Processor:
 
     def _check(self, data: bytes) -> bytes:
         """The digest of a well-formed batch; WireError otherwise."""
-        msg = wire.decode(data, self._max_message, self._max_tx, self._max_txs, self._min_tx)
-        if not isinstance(msg, wire.Batch):
-            raise wire.WireError("unexpected_message", type(msg).__name__)
+        limits = (self._max_message, self._max_tx, self._max_txs, self._min_tx)
+        if not wire.is_uniform_batch(data, *limits):  # else decoded: its error says why
+            msg = wire.decode(data, *limits)
+            if not isinstance(msg, wire.Batch):
+                raise wire.WireError("unexpected_message", type(msg).__name__)
         return wire.digest(data)
 
     async def handle_request(self, event: RequestReceived) -> None:
