@@ -220,7 +220,7 @@ def is_uniform_batch(
     one size within the limits: a batch `decode` accepts, checked at the stride of its
     bin headers without an object per transaction. False means "not shown": `decode`
     decides. Why: decoding a 500 KB batch holds the GIL for ~200 us in C code, which
-    the worker's event loop cannot interrupt (docs/libp2p-protocol.md, "Measurements")."""
+    the worker's event loop cannot interrupt (README, "Measured")."""
     start = len(BATCH_PREFIX)
     if len(data) > max_size or not data.startswith(BATCH_PREFIX) or len(data) < start + 3:
         return False
