@@ -138,7 +138,8 @@ def test_kernel_network_faults_go_to_the_kernel_and_delay_to_the_transport() -> 
     runner.begin()
     clock.now += 2.0
     assert runner.run_due() is None and runner.settle()
-    assert run.calls[0] == ("crash_machine", 3)
+    # authority 3's lane and authority 0's run at once: their calls come in either order
+    assert ("crash_machine", 3) in run.calls
     (network,) = [c for c in run.calls if c[0] == "network"]
     (faults,) = [c for c in run.calls if c[0] == "faults"]
     assert network[1] == faults[1] == 0
