@@ -35,6 +35,8 @@ from libp2p.security.tls.certificate import generate_certificate, verify_certifi
 from OpenSSL import SSL
 
 from worker.transport.libp2p.tls_record import (
+    ALERT,
+    APPLICATION_DATA,
     CHANGE_CIPHER_SPEC,
     HANDSHAKE,
     HEADER,
@@ -50,6 +52,8 @@ ALPN = b"libp2p"
 #: AES-GCM first: it is several times faster than ChaCha20-Poly1305 with AES instructions.
 CIPHERSUITES = b"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 READ_SIZE = 64 * 1024
+#: the outer record types a peer may send before its handshake is done
+RECORD_TYPES = (HANDSHAKE, CHANGE_CIPHER_SPEC, ALERT, APPLICATION_DATA)
 #: Handshake records carry a few certificates; anything larger is not a libp2p peer.
 MAX_HANDSHAKE_BYTES = 256 * 1024
 
@@ -201,7 +205,7 @@ async def _run_handshake(
         while True:
             if len(buffered) >= HEADER_SIZE:
                 kind, _version, size = HEADER.unpack_from(buffered)
-                if size > MAX_CIPHERTEXT or kind not in (HANDSHAKE, CHANGE_CIPHER_SPEC, 21, 23):
+                if size > MAX_CIPHERTEXT or kind not in RECORD_TYPES:
                     raise TlsHandshakeFailure(f"not a TLS record (type {kind}, {size} bytes)")
                 if len(buffered) >= HEADER_SIZE + size:
                     break
