@@ -199,6 +199,9 @@ class Parameters(_Strict):
     sync_writes: bool = True
     transport: TransportName = "libp2p"
     libp2p_security: Libp2pSecurity = DEFAULT_LIBP2P_SECURITY
+    #: check and hash peers' large batches in a helper thread: only worth it when the
+    #: worker has a core of its own to spare (processor.py, DECODE_IN_THREAD)
+    digest_in_thread: bool = False
     # limits and deadlines against stalling and exhaustion (docs/guarantees.md)
     write_timeout: int = Field(default=5_000, ge=1)
     frame_timeout: int = Field(default=10_000, ge=1)

@@ -37,7 +37,10 @@ from worker.wire.reports import Report, ReportKind
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_REQUESTS = 64
-#: Payloads above this size are decoded and hashed in a thread (not on the event loop).
+#: With `digest_in_thread`, payloads above this size are checked and hashed in a thread.
+#: Off by default: where the workers of a run share the machine's cores (one box) the
+#: thread buys no parallelism, and its GIL hand-overs with the event loop's socket and
+#: AEAD calls cost more than the hashing it moves (docs/architecture.md, "Threads").
 DECODE_IN_THREAD = 64 * 1024
 #: Retry delays (s) while the store refuses one of our own quorum batches.
 STORE_RETRY = (0.05, 2.0)
@@ -61,6 +64,7 @@ class Processor:
         *,
         max_transactions: int | None = None,
         min_transaction_size: int = 1,
+        digest_in_thread: bool = False,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -68,6 +72,7 @@ class Processor:
         self._max_tx = max_transaction_size
         self._max_txs = max_transactions
         self._min_tx = min_transaction_size
+        self._in_thread = DECODE_IN_THREAD if digest_in_thread else None
         self._from_dispatch = from_dispatch
         self._from_broadcaster = from_broadcaster
         self._to_primary = to_primary
@@ -128,7 +133,7 @@ class Processor:
 
     async def handle_request(self, event: RequestReceived) -> None:
         try:
-            if len(event.data) > DECODE_IN_THREAD:
+            if self._in_thread is not None and len(event.data) > self._in_thread:
                 digest = await trio.to_thread.run_sync(self._check, event.data)
             else:
                 digest = self._check(event.data)

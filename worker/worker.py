@@ -181,6 +181,7 @@ class Worker:
             self.records,
             max_transactions=p.max_batch_transactions,
             min_transaction_size=p.min_transaction_size,
+            digest_in_thread=p.digest_in_thread,
         )
         # Primary connector: the processor's reports to this authority's primary.
         primary_host, primary_port = self.committee.authorities[self.name].primary.hostport

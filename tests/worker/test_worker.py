@@ -114,12 +114,17 @@ async def test_peer_batches_are_stored_after_quorum_too(tmp_path: Path) -> None:
             assert all(d in store for d in digests)
 
 
-async def test_malformed_and_oversized_batches_are_rejected_not_stored(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_thread", [False, True], ids=["inline", "digest_in_thread"])
+async def test_malformed_and_oversized_batches_are_rejected_not_stored(
+    tmp_path: Path, in_thread: bool
+) -> None:
+    from worker.processor import DECODE_IN_THREAD
     from worker.transport.base import ResponseReceived, SendRequest
     from worker.transport.tcp import TcpTransport
     from worker.wire import messages as wire
 
-    async with cluster(tmp_path, start=1, memory=False) as c:
+    params = TEST_PARAMS.model_copy(update={"digest_in_thread": in_thread})
+    async with cluster(tmp_path, params=params, start=1, memory=False) as c:
         target = c.authorities[0]
         assert target.worker is not None
         sender = c.authorities[1].name
@@ -128,16 +133,20 @@ async def test_malformed_and_oversized_batches_are_rejected_not_stored(tmp_path:
             1: b"\xc1garbage",
             2: wire.encode(wire.Ack(bytes(32))),  # a response where a request belongs
             3: wire.encode_batch([bytes(TEST_PARAMS.max_transaction_size + 1)]),
+            # large ones too: checked in the thread when `digest_in_thread` is on
+            5: b"\xc1" + bytes(DECODE_IN_THREAD),
         }
         good = wire.encode_batch([b"\x01" + bytes(50)])
+        large = wire.encode_batch([b"\x01" + bytes(999)] * (DECODE_IN_THREAD // 1000 + 1))
         async with trio.open_nursery() as nursery:
             await nursery.start(transport.serve)
             for rid, data in bad.items():
                 transport.send(SendRequest(rid, target.name, data))
             transport.send(SendRequest(4, target.name, good))
+            transport.send(SendRequest(6, target.name, large))
             answers = {}
             with trio.fail_after(30):
-                while len(answers) < 4:
+                while len(answers) < 6:
                     event = await transport.events.receive()
                     assert isinstance(event, ResponseReceived)
                     answers[event.request_id] = wire.decode(event.data, 4096)
@@ -146,11 +155,14 @@ async def test_malformed_and_oversized_batches_are_rejected_not_stored(tmp_path:
         assert answers[2] == wire.Reject("unexpected_message")
         assert answers[3] == wire.Reject("bad_field")
         assert answers[4] == wire.Ack(wire.digest(good))
+        assert answers[5] == wire.Reject("malformed")
+        assert answers[6] == wire.Ack(wire.digest(large))
         store = target.worker.store
-        assert store is not None and list(store.digests()) == [wire.digest(good)]
+        assert store is not None
+        assert sorted(store.digests()) == sorted([wire.digest(good), wire.digest(large)])
         assert target.worker.processor is not None
         assert target.worker.processor.rejections == {
-            "malformed": 1,
+            "malformed": 2,
             "unexpected_message": 1,
             "bad_field": 1,
         }
