@@ -10,6 +10,7 @@ bisects less than the full bench, so both transports fit in a few minutes; use
     python bench/pipeline.py --transports tcp,libp2p --duration 10
     python bench/pipeline.py --rates 20000,40000            # fixed rates, no search
     python bench/pipeline.py --min-knee tcp=56000 --min-knee libp2p=40000
+    python bench/pipeline.py --security tls                  # libp2p over TLS, not Noise
 
 Exits 1 when a stated target (`--min-knee`, `--max-cpu-ms-per-request`) is missed, 0
 otherwise. Run it under the heavy lock, on a quiet machine.
@@ -21,19 +22,25 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 from cluster.backends.local import LocalBackend
 from cluster.bench.cost import cost_figures
 from cluster.bench.knee import KneeSearch, judge_step
 from cluster.bench.run import step_figures
 from cluster.experiment import HARNESS_PARAMETERS, ExperimentConfig, run_experiment
-from worker.config import Parameters
+from worker.config import DEFAULT_LIBP2P_SECURITY, Libp2pSecurity, Parameters
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--transports", default="tcp,libp2p")
+    p.add_argument(
+        "--security",
+        choices=get_args(Libp2pSecurity),
+        default=DEFAULT_LIBP2P_SECURITY,
+        help="libp2p's security protocol (default: %(default)s)",
+    )
     p.add_argument("--authorities", type=int, default=4)
     p.add_argument("--tx-size", type=int, default=512)
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load per step")
@@ -67,7 +74,7 @@ def _step(args: argparse.Namespace, transport: str, rate: int) -> dict[str, Any]
         rate=rate,
         tx_size=args.tx_size,
         duration=args.duration,
-        params=Parameters(**HARNESS_PARAMETERS, transport=transport),
+        params=Parameters(**HARNESS_PARAMETERS, transport=transport, libp2p_security=args.security),
         drain_timeout=args.drain_timeout,
     )
     summary = run_experiment(cfg, LocalBackend()).summary()
@@ -124,7 +131,7 @@ def main(argv: list[str]) -> int:
         knees[transport] = search.knee
         print(f"{transport:<7} knee {search.knee:,} tx/s", flush=True)
     total = sum(s["run_cpu_s"] or 0 for s in steps)
-    print(f"CPU of all processes over every step: {total:.1f} s")
+    print(f"CPU of all processes over every step: {total:.1f} s (libp2p over {args.security})")
     if "tcp" in knees and "libp2p" in knees and knees["tcp"]:
         print(f"libp2p / TCP knee: {knees['libp2p'] / knees['tcp']:.2f}")
     missed = [
