@@ -19,7 +19,7 @@ The run also measures what the default security's AEAD alone costs per request h
 once) and prints the ratio libp2p could reach if that were its only cost on top of
 TCP: TCP's CPU per request against TCP's plus both sides' AEAD when concurrent (both
 cores busy), TCP's latency against TCP's plus one side's AEAD when sequential (the two
-ends overlap theirs).
+ends overlap theirs). With `--tls`, the same bound for AES-128-GCM over TLS records.
 
     python bench/transport.py [--quick] [--tls] [--stock] [--rounds N] [--json FILE]
 """
@@ -306,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         results.setdefault("crypto_ceiling", {})[label] = round(ceiling, 3)
         aead = AEADS[security][0]
         print(f"{'':<20} ratio if {aead} were libp2p's only extra cost: {ceiling:.2f}")
+        if "libp2p-tls" in names and security != "tls":  # TLS's own bound, beside it
+            tls = crypto_ceiling(measured["tcp"][label], size, window, "tls")
+            results.setdefault("crypto_ceiling_tls", {})[label] = round(tls, 3)
+            bound = f"ratio if {AEADS['tls'][0]} were libp2p-tls's only extra cost"
+            print(f"{'':<20} {bound}: {tls:.2f}")
         for name in names[1:]:
             pairs = paired_ratios(rounds[name][label], rounds["tcp"][label])
             ratio = statistics.median(pairs)
