@@ -10,18 +10,19 @@ the median round's MB/s, req/s, p50/p99 latency and CPU seconds of both processe
 case, the ratio's median and range; exits 1 if a median ratio misses its target (TARGET,
 from issue 10).
 
-"libp2p" is ours with its default security, Noise. `--tls` adds ours over libp2p TLS
-(AES-GCM records), and `--stock` the libp2p transport on py-libp2p's own Noise and Yamux
-data phase (as the library ships them), for comparison: neither has a target.
+"libp2p" is ours with its default security, TLS (AES-GCM records). `--noise` adds ours
+over Noise (ChaCha20-Poly1305), `--tls` ours over TLS when the default is not TLS, and
+`--stock` the libp2p transport on py-libp2p's own Noise and Yamux data phase (as the
+library ships them), for comparison: none of these has a target.
 
 The run also measures what the default security's AEAD alone costs per request here
-(ChaCha20-Poly1305 over Noise messages; every byte is encrypted once and decrypted
-once) and prints the ratio libp2p could reach if that were its only cost on top of
-TCP: TCP's CPU per request against TCP's plus both sides' AEAD when concurrent (both
-cores busy), TCP's latency against TCP's plus one side's AEAD when sequential (the two
-ends overlap theirs). With `--tls`, the same bound for AES-128-GCM over TLS records.
+(AES-128-GCM over TLS records; every byte is encrypted once and decrypted once) and
+prints the ratio libp2p could reach if that were its only cost on top of TCP: TCP's CPU
+per request against TCP's plus both sides' AEAD when concurrent (both cores busy),
+TCP's latency against TCP's plus one side's AEAD when sequential (the two ends overlap
+theirs). An added security's row gets the same bound for its own AEAD.
 
-    python bench/transport.py [--quick] [--tls] [--stock] [--rounds N] [--json FILE]
+    python bench/transport.py [--quick] [--noise] [--tls] [--stock] [--rounds N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -62,11 +63,12 @@ CASES = [  # (label, payload bytes, requests, window): a few tenths of a second 
 ]
 #: libp2p/TCP throughput each case must reach (issue 10: >= 0.5 at 500 KB and 1 KB).
 TARGET = 0.5
-#: each measured transport's parameters (libp2p: the default security, Noise)
+#: each measured transport's parameters (libp2p: the default security)
 TRANSPORTS: dict[str, dict[str, str]] = {
     "tcp": {"transport": "tcp"},
     "libp2p": {"transport": "libp2p"},
     "libp2p-tls": {"transport": "libp2p", "libp2p_security": "tls"},
+    "libp2p-noise": {"transport": "libp2p", "libp2p_security": "noise"},
     "libp2p-stock": {"transport": "libp2p", "libp2p_security": "noise"},
 }
 Figures = dict[str, float]
@@ -284,12 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a tenth of the requests, one round")
     ap.add_argument("--stock", action="store_true", help="also measure stock py-libp2p Yamux")
     ap.add_argument("--tls", action="store_true", help="also measure our libp2p over TLS")
+    ap.add_argument("--noise", action="store_true", help="also measure our libp2p over Noise")
     ap.add_argument("--rounds", type=int, default=5, help="turns per case (median ratio counts)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
-    names = ["tcp", "libp2p"] + (["libp2p-tls"] if args.tls else [])
-    names += ["libp2p-stock"] if args.stock else []
     security = DEFAULT_LIBP2P_SECURITY
+    extra = [s for s, wanted in (("tls", args.tls), ("noise", args.noise)) if wanted]
+    extra = [s for s in extra if s != security]  # the default's row is "libp2p"
+    names = ["tcp", "libp2p"] + [f"libp2p-{s}" for s in extra]
+    names += ["libp2p-stock"] if args.stock else []
     rounds = measure(names, args.quick, 1 if args.quick else args.rounds)
     measured = {n: {label: median_round(r) for label, r in c.items()} for n, c in rounds.items()}
     results: dict[str, Any] = {"median_round": measured, "rounds": rounds}
@@ -306,15 +311,15 @@ def main(argv: list[str] | None = None) -> int:
         results.setdefault("crypto_ceiling", {})[label] = round(ceiling, 3)
         aead = AEADS[security][0]
         print(f"{'':<20} ratio if {aead} were libp2p's only extra cost: {ceiling:.2f}")
-        if "libp2p-tls" in names and security != "tls":  # TLS's own bound, beside it
-            tls = crypto_ceiling(measured["tcp"][label], size, window, "tls")
-            results.setdefault("crypto_ceiling_tls", {})[label] = round(tls, 3)
-            bound = f"ratio if {AEADS['tls'][0]} were libp2p-tls's only extra cost"
-            print(f"{'':<20} {bound}: {tls:.2f}")
+        for other in extra:  # an added security's own bound, beside it
+            bound = crypto_ceiling(measured["tcp"][label], size, window, other)
+            results.setdefault(f"crypto_ceiling_{other}", {})[label] = round(bound, 3)
+            line = f"ratio if {AEADS[other][0]} were libp2p-{other}'s only extra cost"
+            print(f"{'':<20} {line}: {bound:.2f}")
         for name in names[1:]:
             pairs = paired_ratios(rounds[name][label], rounds["tcp"][label])
             ratio = statistics.median(pairs)
-            key = {"libp2p": "ratio", "libp2p-tls": "ratio_tls"}.get(name, "ratio_stock")
+            key = "ratio" if name == "libp2p" else f"ratio_{name.removeprefix('libp2p-')}"
             results.setdefault(key, {})[label] = round(ratio, 3)
             results.setdefault(f"{key}_rounds", {})[label] = [round(x, 3) for x in pairs]
             verdict = ""

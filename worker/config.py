@@ -21,10 +21,10 @@ from worker.keys import KeyFileError, decode_public_key
 TransportName = Literal["tcp", "libp2p"]
 #: libp2p's security protocol proposed first when dialing (both are accepted).
 Libp2pSecurity = Literal["tls", "noise"]
-#: Noise: TLS's AES-GCM is cheaper per byte, but its 16 KiB records make four GIL-releasing
-#: AEAD calls for one of Noise's, which costs the worker more near its knee
-#: (docs/libp2p-protocol.md, "Security")
-DEFAULT_LIBP2P_SECURITY: Libp2pSecurity = "noise"
+#: TLS: libp2p's Noise is fixed to ChaCha20-Poly1305, which alone would cap libp2p at 0.90
+#: of TCP's knee on this testbed's 2-core VM; TLS 1.3 peers agree on AES-GCM, a third of
+#: its cost there (docs/libp2p-protocol.md, "Security")
+DEFAULT_LIBP2P_SECURITY: Libp2pSecurity = "tls"
 
 
 class ConfigError(Refused, ValueError):
