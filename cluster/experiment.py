@@ -93,6 +93,7 @@ class ExperimentConfig:
             "workers": self.workers,
             "faults": self.faults,
             "transport": self.params.transport,
+            "libp2p_security": self.params.libp2p_security,
             "input_rate": self.rate,
             "tx_size": self.tx_size,
             "duration": self.duration,

@@ -280,7 +280,7 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f" Faults: {s['faults']} authority(ies)",
         f" Committee size: {s['authorities']} authorities",
         f" Worker(s) per authority: {s['workers']} worker(s)",
-        f" Transport: {s['transport']}",
+        f" Transport: {_transport(s)}",
         f" Input rate: {s['input_rate']:,} tx/s",
         f" Transaction size: {s['tx_size']:,} B",
         f" Execution time: {s['duration']:,} s",
@@ -345,3 +345,9 @@ def write_results(summary: Mapping[str, Any], run_dir: Path) -> Path:
     write_json(summary, path)
     (run_dir / REPORT_FILE).write_text(format_report(summary) + "\n")
     return path
+
+
+def _transport(s: dict[str, Any]) -> str:
+    """The transport, with the security libp2p proposes first (older summaries lack it)."""
+    security = s.get("libp2p_security")
+    return f"libp2p over {security}" if s["transport"] == "libp2p" and security else s["transport"]

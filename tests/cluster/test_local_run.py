@@ -30,6 +30,9 @@ def test_local_run_prints_and_writes_the_summary(tmp_path: Path) -> None:
     assert summary["transactions_quorum"] == summary["transactions_sent"]
     assert summary["digest_agreement"]["ok"], summary["digest_agreement"]
     assert f"Worker TPS: {round(summary['tps']):,} tx/s" in proc.stdout
+    # the security libp2p proposes first is part of what was measured
+    assert summary["transport"] == "libp2p" and summary["libp2p_security"] == "tls"
+    assert "Transport: libp2p over tls" in proc.stdout
     # the machine's speed of the moment and the work's cost, beside the CPU share
     speed = summary["machine_speed"]["sha512_mb_s"]
     assert speed > 0 and f"SHA-512 {speed:,.0f} MB/s on one core" in proc.stdout
