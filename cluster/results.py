@@ -347,7 +347,7 @@ def write_results(summary: Mapping[str, Any], run_dir: Path) -> Path:
     return path
 
 
-def _transport(s: dict[str, Any]) -> str:
+def _transport(s: Mapping[str, Any]) -> str:
     """The transport, with the security libp2p proposes first (older summaries lack it)."""
     security = s.get("libp2p_security")
     return f"libp2p over {security}" if s["transport"] == "libp2p" and security else s["transport"]
