@@ -10,7 +10,7 @@ bisects less than the full bench, so both transports fit in a few minutes; use
     python bench/pipeline.py --transports tcp,libp2p --duration 10
     python bench/pipeline.py --rates 20000,40000            # fixed rates, no search
     python bench/pipeline.py --min-knee tcp=56000 --min-knee libp2p=40000
-    python bench/pipeline.py --security tls                  # libp2p over TLS, not Noise
+    python bench/pipeline.py --security noise                # libp2p over Noise, not TLS
 
 Exits 1 when a stated target (`--min-knee`, `--max-cpu-ms-per-request`) is missed, 0
 otherwise. Run it under the heavy lock, on a quiet machine.
