@@ -32,6 +32,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -268,6 +269,7 @@ def measure(names: list[str], quick: bool, rounds: int) -> dict[str, dict[str, l
         for server, *_ in servers.values():
             server.terminate()
             server.join(10)
+        shutil.rmtree(root, ignore_errors=True)  # the peers' keys: nothing to keep
 
 
 def paired_ratios(ours: list[Figures], tcp: list[Figures]) -> list[float]:

@@ -5,6 +5,7 @@ connections, for each cipher suite libp2p peers may pick."""
 from __future__ import annotations
 
 import datetime
+import itertools
 import random
 import struct
 from dataclasses import dataclass, field
@@ -255,3 +256,21 @@ def test_sealed_records_are_full_and_numbered() -> None:
         pos += HEADER_SIZE + size
     assert sizes == [MAX_PLAINTEXT, MAX_PLAINTEXT, 40_000 - 2 * MAX_PLAINTEXT]
     assert sealer.sequence == 3
+
+
+def test_how_a_write_is_cut_into_segments_does_not_change_the_wire() -> None:
+    data = random.Random(3).randbytes(3 * MAX_PLAINTEXT + 5)
+    whole, _ = _pair()
+    expected = bytes(whole.seal([data])[0])
+    for cuts in ([7], [0, 0, MAX_PLAINTEXT], [MAX_PLAINTEXT - 1, MAX_PLAINTEXT + 1], [1, 2, 3]):
+        bounds = [0, *cuts, len(data)]
+        segments: list[bytes | bytearray | memoryview] = []
+        for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+            piece = data[a:b]
+            segments.append((bytes, bytearray, memoryview)[i % 3](piece))
+        sealer, _ = _pair()
+        assert bytes(sealer.seal(segments)[0]) == expected
+        assert sealer.sequence == whole.sequence == 4
+    empty, opener = _pair()
+    assert opener.open(bytes(empty.seal([b"", b""])[0])) == []  # one record, no content
+    assert empty.sequence == 1
