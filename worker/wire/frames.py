@@ -100,18 +100,21 @@ class FrameBuffer:
         self._kinds: Container[int] = set(Kind) if kinds is None else kinds
         self._buf = bytearray()
         self._pos = 0
-        self._chunks: list[bytes] | None = None  # the large payload being assembled, if any
+        #: the large payload being assembled, if any
+        self._chunks: list[bytes | memoryview] | None = None
         self._size = 0  # its announced size
         self._have = 0  # its bytes received so far
         self._large_tag = (0, 0)
 
     # -- input -------------------------------------------------------------------------
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Take bytes off the stream (kept by reference when they are `bytes`)."""
+    def receive_data(self, data: bytes | bytearray | memoryview, *, frozen: bool = False) -> None:
+        """Take bytes off the stream. A large payload keeps them by reference when they are
+        `bytes`, or when `frozen` says their memory never changes (a read-only view of
+        `bytes`, as our Yamux hands over): the payload is copied once, when whole."""
         if self._chunks is not None:
             n = self._size - self._have
             part = data if len(data) <= n else data[:n]
-            self._chunks.append(part if type(part) is bytes else bytes(part))
+            self._chunks.append(part if frozen or type(part) is bytes else bytes(part))
             self._have += len(part)
             data = data[len(part) :]
         if data:

@@ -127,6 +127,20 @@ def test_the_bytes_after_a_large_payload_start_the_next_frame() -> None:
     assert buffer.frames() == [big, b"next", b""]
 
 
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_frozen_view_is_kept_by_reference_any_other_view_is_copied(frozen: bool) -> None:
+    payload = bytes(range(256)) * 1024
+    data = frame(payload)
+    buffer = FrameBuffer(len(payload))
+    buffer.receive_data(data[:100])
+    assert buffer.next_frame() is None  # a large payload started
+    source = bytearray(data[100:])
+    buffer.receive_data(memoryview(source), frozen=frozen)
+    source[-1] ^= 1  # what `frozen` promises never happens; a copy does not see it
+    got = buffer.next_frame()
+    assert (got != payload) if frozen else (got == payload)
+
+
 def test_an_announced_size_costs_nothing_until_its_bytes_arrive() -> None:
     """Item 3: a header announcing 8 MiB followed by a few bytes pins a few bytes."""
     buffer = FrameBuffer(8 << 20)

@@ -73,7 +73,8 @@ class FrameReader:
         self._chunk = chunk
         # our Yamux hands over what it holds as is (it is bounded by its window already)
         self._lean = lean_stream(stream) if chunk >= READ_CHUNK else None
-        self._pending: deque[bytes] = deque()
+        #: `bytes`, or read-only views of `bytes` (our Yamux's)
+        self._pending: deque[Buffer] = deque()
 
     async def read_frame(self) -> Frame | None:
         """The next frame, or None on a clean end of stream between frames."""
@@ -89,11 +90,11 @@ class FrameReader:
                     self._buffer.end_of_data()
                     return None
             # one chunk at a time, so an oversized header is refused before more is kept
-            self._buffer.receive_data(self._pending.popleft())
+            self._buffer.receive_data(self._pending.popleft(), frozen=True)
         assert isinstance(frame, Frame)
         return Frame(Kind(frame.kind), frame.request_id, frame.payload)
 
-    async def _read(self) -> list[bytes]:
+    async def _read(self) -> list[Buffer]:
         if self._lean is not None:  # all a large payload still needs, in one wake-up
             return await self._lean.read_chunks(max(1, self._buffer.wanted))
         chunk = await self._stream.read(self._chunk)
@@ -151,7 +152,7 @@ class _FramePump:
         try:
             for chunk in self._stream.take_chunks():
                 # one chunk at a time, so an oversized header is refused before more is kept
-                buffer.receive_data(chunk)
+                buffer.receive_data(chunk, frozen=True)
                 while (frame := buffer.next_frame()) is not None:
                     assert isinstance(frame, Frame)
                     self._handle(Frame(Kind(frame.kind), frame.request_id, frame.payload))

@@ -408,8 +408,9 @@ class LeanStream(IMuxedStream):
         limit = None if n is None or n < 0 else n
         return await self._take(lambda session, state: session.read(state, limit))
 
-    async def read_chunks(self, at_least: int = 1) -> list[bytes]:
-        """Everything unread, as the chunks it arrived in (no copy), once there are
+    async def read_chunks(self, at_least: int = 1) -> list[Buffer]:
+        """Everything unread, as the chunks it arrived in (no copy: `bytes` or read-only
+        views of `bytes`), once there are
         `at_least` bytes (or the stream ended: then whatever is left, maybe nothing).
         Never more than half the window is waited for: the peer can only send more once
         we have read that much (it then gets its window update)."""
@@ -425,7 +426,7 @@ class LeanStream(IMuxedStream):
         message. Other changes (FIN, reset, window) still wake `wait_for_change`."""
         self._consumer = consumer
 
-    def take_chunks(self) -> list[bytes]:
+    def take_chunks(self) -> list[Buffer]:
         """Everything unread now, as it arrived, without waiting ([] when nothing)."""
         chunks = self.muxed_conn._session.read_chunks(self.state)
         if chunks:

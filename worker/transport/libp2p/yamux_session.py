@@ -24,8 +24,9 @@ odd stream ids for the dialer, even for the listener; every stream starts with a
   flight for a stream we reset, and none of it is kept.
 
 A data frame's body is delivered to its stream as it arrives (a large frame is never
-assembled twice); a large payload piece we send and a body that fills a whole Noise
-message we receive are never copied.
+assembled twice); a large payload piece we send is never copied, nor is a large body
+piece we receive in a `bytes` message (as the record layers hand them over): the
+stream keeps the message, or a read-only view of it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ MAX_FRAME = 1024 * 1024
 BY_REFERENCE = 4096
 MAX_INBOUND_STREAMS = 256
 MAX_STREAM_ID = 2**32 - 1
+Buffer = bytes | bytearray | memoryview
 
 
 class YamuxProtocolError(Refused):
@@ -75,7 +77,8 @@ class StreamState:
     id: int
     send_window: int = INITIAL_WINDOW  # what the peer still lets us send
     recv_credit: int = INITIAL_WINDOW  # what the peer may still send us
-    chunks: deque[bytes] = field(default_factory=deque)  # received, not yet read
+    #: received, not yet read: `bytes`, or views of `bytes` (large bodies: see `_receive`)
+    chunks: deque[Buffer] = field(default_factory=deque)
     buffered: int = 0  # their total size
     unreleased: int = 0  # read but not yet given back to the peer as window
     local_closed: bool = False  # we sent FIN
@@ -129,9 +132,6 @@ class GoAwayReceived:
 
 
 Event = StreamOpened | DataReceived | StreamEnded | StreamReset | WindowUpdated | GoAwayReceived
-
-
-Buffer = bytes | bytearray | memoryview
 
 
 def encode_header(kind: int, flags: int, stream_id: int, length: int) -> bytes:
@@ -235,7 +235,7 @@ class YamuxSession:
         if not chunks:
             return b""
         if max_bytes is None or max_bytes >= stream.buffered:
-            data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+            data = b"".join(chunks)  # one `bytes` chunk: itself, no copy
             chunks.clear()
         else:
             parts, want = [], max_bytes
@@ -246,12 +246,13 @@ class YamuxSession:
                     chunk = chunk[:want]
                 parts.append(chunk)
                 want -= len(chunk)
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            data = b"".join(parts)
         self._consumed(stream, len(data))
         return data
 
-    def read_chunks(self, stream: StreamState) -> list[bytes]:
-        """Every unread chunk as it arrived (no copy); [] when none."""
+    def read_chunks(self, stream: StreamState) -> list[Buffer]:
+        """Every unread chunk as it arrived (no copy: `bytes`, or read-only views of
+        `bytes`); [] when none."""
         chunks = list(stream.chunks)
         stream.chunks.clear()
         self._consumed(stream, sum(len(c) for c in chunks))
@@ -324,6 +325,7 @@ class YamuxSession:
         """Append `data`'s events; `told` is the stream last given a DataReceived."""
         view = memoryview(data)
         pos, end = 0, len(view)
+        immutable = type(data) is bytes
         while pos < end:
             if self._body_left:
                 n = min(self._body_left, end - pos)
@@ -333,8 +335,13 @@ class YamuxSession:
                     if stream is not told:
                         events.append(DataReceived(stream))
                         told = stream
-                    whole = n == end and type(data) is bytes  # a message of its own: no copy
-                    stream.chunks.append(data if whole else bytes(view[pos : pos + n]))  # type: ignore[arg-type]
+                    if not immutable:
+                        chunk: Buffer = bytes(view[pos : pos + n])
+                    elif n == end:  # a message of its own
+                        chunk = data
+                    else:  # a view: `data` never changes, and a copy of 100s of KB costs
+                        chunk = view[pos : pos + n] if n >= BY_REFERENCE else data[pos : pos + n]
+                    stream.chunks.append(chunk)
                     stream.buffered += n
                     self.buffered += n
                     if not self._body_left:

@@ -333,6 +333,28 @@ def test_a_body_that_is_a_whole_message_is_kept_without_a_copy() -> None:
     assert server.read(server.streams[1]) == b"abc"
 
 
+def test_a_large_body_inside_a_bytes_message_is_kept_as_a_view() -> None:
+    """A record layer hands up one `bytes` per socket read, holding parts of frames:
+    large body pieces are read-only views of it (no copy); small ones, and any piece of
+    a mutable message, are copies that a later change of the message cannot reach."""
+    server = YamuxSession(False)
+    server.receive_data(encode_header(WINDOW_UPDATE, SYN, 1, 0))
+    stream = server.streams[1]
+    body = random.randbytes(9000)
+    message = encode_header(DATA, 0, 1, 9000) + body + encode_header(DATA, 0, 1, 2) + b"xy"
+    server.receive_data(message)
+    large, small = server.read_chunks(stream)
+    assert isinstance(large, memoryview) and large.readonly and large.obj is message
+    assert large == body and type(small) is bytes and small == b"xy"
+    mutable = bytearray(encode_header(DATA, 0, 1, 9000) + body)
+    server.receive_data(mutable)
+    mutable[-1] ^= 1
+    (copied,) = server.read_chunks(stream)
+    assert type(copied) is bytes and copied == body
+    server.receive_data(message)
+    assert server.read(stream) == body + b"xy"  # `read` always gives `bytes`
+
+
 def test_a_run_of_messages_wakes_each_stream_once_and_keeps_their_bodies() -> None:
     """The read loop feeds every Noise message of a socket read at once: one
     DataReceived per stream (not per message), bodies as they came, and the events of
