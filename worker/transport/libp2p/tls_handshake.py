@@ -98,7 +98,7 @@ class TlsConnection(EncryptedMsgReadWriter):
                     return b""
             pieces = self.opener.open(data)
             if pieces:
-                return pieces[0]
+                return bytes(pieces[0])
             if self.opener.closed:
                 return b""
 

@@ -25,8 +25,8 @@ odd stream ids for the dialer, even for the listener; every stream starts with a
 
 A data frame's body is delivered to its stream as it arrives (a large frame is never
 assembled twice); a large payload piece we send is never copied, nor is a large body
-piece we receive in a `bytes` message (as the record layers hand them over): the
-stream keeps the message, or a read-only view of it.
+piece we receive in an immutable message (`bytes` from Noise, a read-only view from
+the TLS record layer): the stream keeps the message, or a read-only view of it.
 """
 
 from __future__ import annotations
@@ -304,8 +304,9 @@ class YamuxSession:
 
     # -- receiving ------------------------------------------------------------------------
     def receive_data(self, data: Buffer) -> list[Event]:
-        """Process bytes from the peer (any split); raises `YamuxProtocolError`. A DATA
-        body that is all of `data` (a Noise message of its own) is kept without a copy."""
+        """Process bytes from the peer (any split); raises `YamuxProtocolError`. When
+        `data` is `bytes` or a read-only view, its memory must never change: a DATA body
+        that is all of it, or a large piece of it, is kept by reference, not copied."""
         events: list[Event] = []
         self._receive(data, events, None)
         return events
@@ -325,7 +326,8 @@ class YamuxSession:
         """Append `data`'s events; `told` is the stream last given a DataReceived."""
         view = memoryview(data)
         pos, end = 0, len(view)
-        immutable = type(data) is bytes
+        # `bytes`, or a read-only view whose memory never changes (the TLS record layer's)
+        immutable = type(data) is bytes or view.readonly
         while pos < end:
             if self._body_left:
                 n = min(self._body_left, end - pos)
@@ -335,12 +337,12 @@ class YamuxSession:
                     if stream is not told:
                         events.append(DataReceived(stream))
                         told = stream
-                    if not immutable:
-                        chunk: Buffer = bytes(view[pos : pos + n])
-                    elif n == end:  # a message of its own
-                        chunk = data
-                    else:  # a view: `data` never changes, and a copy of 100s of KB costs
-                        chunk = view[pos : pos + n] if n >= BY_REFERENCE else data[pos : pos + n]
+                    if immutable and n == end:  # a message of its own
+                        chunk: Buffer = data
+                    elif immutable and n >= BY_REFERENCE:  # `data` never changes: a view
+                        chunk = view[pos : pos + n]
+                    else:
+                        chunk = bytes(view[pos : pos + n])
                     stream.chunks.append(chunk)
                     stream.buffered += n
                     self.buffered += n

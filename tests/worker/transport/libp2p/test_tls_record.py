@@ -258,6 +258,12 @@ def test_sealed_records_are_full_and_numbered() -> None:
     assert sealer.sequence == 3
 
 
+def test_what_is_opened_is_one_read_only_piece() -> None:
+    sealer, opener = _pair()
+    (piece,) = opener.open(bytes(sealer.seal([b"a" * 40_000])[0]))
+    assert isinstance(piece, memoryview) and piece.readonly and piece == b"a" * 40_000
+
+
 def test_how_a_write_is_cut_into_segments_does_not_change_the_wire() -> None:
     data = random.Random(3).randbytes(3 * MAX_PLAINTEXT + 5)
     whole, _ = _pair()

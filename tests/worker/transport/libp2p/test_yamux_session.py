@@ -351,6 +351,10 @@ def test_a_large_body_inside_a_bytes_message_is_kept_as_a_view() -> None:
     mutable[-1] ^= 1
     (copied,) = server.read_chunks(stream)
     assert type(copied) is bytes and copied == body
+    frozen = memoryview(bytearray(message)).toreadonly()  # as the TLS record layer's
+    server.receive_data(frozen)
+    large, small = server.read_chunks(stream)
+    assert isinstance(large, memoryview) and large.obj is frozen.obj and type(small) is bytes
     server.receive_data(message)
     assert server.read(stream) == body + b"xy"  # `read` always gives `bytes`
 
