@@ -46,7 +46,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load per step")
     p.add_argument("--drain-timeout", type=float, default=10.0)
     p.add_argument("--start-rate", type=int, default=16_000)
-    p.add_argument("--max-rate", type=int, default=256_000)
+    p.add_argument("--max-rate", type=int, default=512_000)
     p.add_argument("--bisect-steps", type=int, default=2)
     p.add_argument("--max-p99", type=float, default=0.5, help="p99 bound of a sustained rate")
     p.add_argument("--rates", default="", help="comma-separated fixed rates (no search)")

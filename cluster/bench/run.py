@@ -33,7 +33,7 @@ class BenchSettings:
     duration: float = 10.0
     drain_timeout: float = 10.0
     start_rate: int = 1_000
-    max_rate: int = 256_000
+    max_rate: int = 512_000
     bisect_steps: int = 3
     max_p99_s: float = 0.5
     #: lockstep knee searches, one after the other; the median of each figure counts
@@ -105,7 +105,8 @@ def knees(s: BenchSettings, note: Note) -> dict[str, dict[str, Any]]:
     knee hangs on single steps near the edge, where one p99 spike decides: two
     searches in a row on this VM found TCP knees of 178,000 and 220,000 tx/s."""
     found: dict[str, dict[str, Any]] = {
-        t: {"knee_tx_s": 0, "knees": [], "capped": True, "steps": []} for t in s.transports
+        t: {"knee_tx_s": 0, "knees": [], "capped": True, "capped_searches": [], "steps": []}
+        for t in s.transports
     }
     for number in range(1, s.searches + 1):
         if s.searches > 1:
@@ -121,6 +122,7 @@ def knees(s: BenchSettings, note: Note) -> dict[str, dict[str, Any]]:
         for transport, search in searches.items():
             f = found[transport]
             f["knees"].append(search.knee)
+            f["capped_searches"].append(search.capped)
             f["capped"] = f["capped"] and search.capped
     for f in found.values():
         f["knee_tx_s"] = statistics.median_low(f["knees"])
@@ -128,11 +130,32 @@ def knees(s: BenchSettings, note: Note) -> dict[str, dict[str, Any]]:
 
 
 def knee_ratios(found: dict[str, dict[str, Any]]) -> list[float]:
-    """libp2p knee / TCP knee of each search (their steps met the same machine)."""
+    """libp2p knee / TCP knee of each search (their steps met the same machine). A
+    search where either knee is the cap has none: the cap is not a knee, so its ratio
+    would be a bound, not a measurement."""
     if "tcp" not in found or "libp2p" not in found:
         return []
-    pairs = zip(found["libp2p"]["knees"], found["tcp"]["knees"], strict=True)
-    return [round(libp2p / tcp, 3) for libp2p, tcp in pairs if tcp]
+    ours, theirs = found["libp2p"], found["tcp"]
+    count = len(ours["knees"])
+    at_cap = [
+        a or b
+        for a, b in zip(
+            ours.get("capped_searches", [False] * count),
+            theirs.get("capped_searches", [False] * count),
+            strict=True,
+        )
+    ]
+    pairs = zip(ours["knees"], theirs["knees"], at_cap, strict=True)
+    return [round(libp2p / tcp, 3) for libp2p, tcp, capped in pairs if tcp and not capped]
+
+
+def capped_searches(found: dict[str, dict[str, Any]]) -> int:
+    """Searches left out of the ratio because a knee there was the cap (0 without both
+    transports: there is no ratio then)."""
+    if "tcp" not in found or "libp2p" not in found:
+        return 0
+    flags = [found[t].get("capped_searches", []) for t in ("tcp", "libp2p")]
+    return sum(any(column) for column in zip(*flags, strict=True))
 
 
 def _step_line(transport: str, step: dict[str, Any]) -> str:
@@ -204,6 +227,8 @@ def run_bench(s: BenchSettings, note: Note = log.info) -> dict[str, Any]:
         #: the median of the searches' own ratios (paired, as the steps were)
         "ratio": round(statistics.median(ratios), 3) if ratios else None,
         "ratios": ratios,
+        #: searches left out of the ratio: a knee there was the cap (`max_rate`)
+        "capped_searches": capped_searches(found),
         #: the ratio if the AEAD were libp2p's only extra cost (median over the searches)
         "aead_only_ratio": round(statistics.median(bounds), 3) if bounds else None,
         "cost": points,

@@ -30,7 +30,7 @@ def bench(
     ] = DEFAULT_LIBP2P_SECURITY,
     duration: Annotated[float, typer.Option(min=0.5, help="Seconds of load per step.")] = 10.0,
     start_rate: Annotated[int, typer.Option(min=1, help="First rate tried (tx/s).")] = 1_000,
-    max_rate: Annotated[int, typer.Option(min=1, help="Highest rate tried (tx/s).")] = 256_000,
+    max_rate: Annotated[int, typer.Option(min=1, help="Highest rate tried (tx/s).")] = 512_000,
     bisect_steps: Annotated[int, typer.Option(min=0, help="Bisection steps after doubling.")] = 3,
     max_p99: Annotated[float, typer.Option(help="p99 bound of a sustained rate (s).")] = 0.5,
     searches: Annotated[
@@ -125,6 +125,11 @@ def format_bench(b: dict[str, Any]) -> str:
                 f"  {kind:<8} x{f['passes']:<2} {f['implied_mb_s']:>9,.2f} MB/s of "
                 f"{f['ceiling_mb_s']:>9,} MB/s ({f['fraction']:.1%})"
             )
+    if b.get("capped_searches"):
+        lines.append(
+            f"libp2p knee / TCP knee: {b['capped_searches']} search(es) left out, a knee there "
+            f"was the cap ({s.get('max_rate', 0):,} tx/s): raise --max-rate"
+        )
     if b["ratio"] is not None:
         ratios = b.get("ratios", [])
         each = f" (median of {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
