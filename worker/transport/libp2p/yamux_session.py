@@ -306,7 +306,8 @@ class YamuxSession:
     def receive_data(self, data: Buffer) -> list[Event]:
         """Process bytes from the peer (any split); raises `YamuxProtocolError`. When
         `data` is `bytes` or a read-only view, its memory must never change: a DATA body
-        that is all of it, or a large piece of it, is kept by reference, not copied."""
+        that is all of it, or a large piece that is at least half of it, is kept by
+        reference, not copied."""
         events: list[Event] = []
         self._receive(data, events, None)
         return events
@@ -339,7 +340,10 @@ class YamuxSession:
                         told = stream
                     if immutable and n == end:  # a message of its own
                         chunk: Buffer = data
-                    elif immutable and n >= BY_REFERENCE:  # `data` never changes: a view
+                    elif immutable and n >= BY_REFERENCE and 2 * n >= end:
+                        # `data` never changes: a view, which pins all of `data`; only for
+                        # a piece of at least half of it, so unread data never holds more
+                        # than twice its size (a peer's small bodies cannot pin big reads)
                         chunk = view[pos : pos + n]
                     else:
                         chunk = bytes(view[pos : pos + n])
