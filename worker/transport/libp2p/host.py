@@ -13,6 +13,7 @@ its PeerId.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,12 @@ from worker.transport.libp2p.tls_handshake import TlsSecurity
 IDENTITY_FILE = "libp2p_identity.key"
 Security = Literal["tls", "noise"]
 NEGOTIATE_TIMEOUT = 10
+#: py-libp2p logs each failed dial and each broken negotiation at ERROR, then raises:
+#: the transport counts those (`dial_failed`, refusals) and backs off, so the library's
+#: lines only buried a run's output (thousands per crashed peer in a scenario).
+QUIETED_LOGGERS = ("libp2p.transport.tcp.tcp", "libp2p.protocol_muxer.multiselect_client")
+for _name in QUIETED_LOGGERS:
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 
 def load_or_create_identity(key_dir: Path) -> HostKeyPair:

@@ -8,6 +8,7 @@ import hashlib
 import socket
 from pathlib import Path
 
+import pytest
 import trio
 from libp2p.custom_types import TProtocol
 
@@ -115,6 +116,24 @@ async def test_pipelined_batches_both_ways(tmp_path: Path) -> None:
             assert got[src] == {
                 rid: hashlib.sha256(payload(src, rid)).digest() for rid in range(len(sizes))
             }
+
+
+async def test_a_dead_peer_is_counted_not_logged_by_the_library(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Dials to a crashed peer fail and are counted; py-libp2p's own ERROR line for each
+    (thousands in a crash scenario; its handler writes to stderr) is not printed."""
+    p = plan(2, tmp_path)
+    async with cluster(p) as c:
+        await wait_connected(c, [0, 1])
+        await c.stop(1)
+        with trio.fail_after(HANG_GUARD):
+            await c[0].wait_for(lambda: p.names[1] not in c[0].connected_peers())
+        c[0].send(SendRequest(1, p.names[1], b"x"))
+        await expect(c[0], RequestFailed)
+        with trio.fail_after(HANG_GUARD):
+            await c[0].wait_for(lambda: c[0].stats["dial_failed"] >= 1)
+    assert "Failed to open TCP stream" not in capfd.readouterr().err
 
 
 async def test_outstanding_requests_fail_when_the_peer_dies_then_recover(tmp_path: Path) -> None:
