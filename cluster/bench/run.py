@@ -105,7 +105,7 @@ def knees(s: BenchSettings, note: Note) -> dict[str, dict[str, Any]]:
     knee hangs on single steps near the edge, where one p99 spike decides: two
     searches in a row on this VM found TCP knees of 178,000 and 220,000 tx/s."""
     found: dict[str, dict[str, Any]] = {
-        t: {"knee_tx_s": 0, "knees": [], "capped": True, "capped_searches": [], "steps": []}
+        t: {"knee_tx_s": 0, "knees": [], "capped": True, "at_cap": [], "steps": []}
         for t in s.transports
     }
     for number in range(1, s.searches + 1):
@@ -122,7 +122,7 @@ def knees(s: BenchSettings, note: Note) -> dict[str, dict[str, Any]]:
         for transport, search in searches.items():
             f = found[transport]
             f["knees"].append(search.knee)
-            f["capped_searches"].append(search.capped)
+            f["at_cap"].append(search.capped)
             f["capped"] = f["capped"] and search.capped
     for f in found.values():
         f["knee_tx_s"] = statistics.median_low(f["knees"])
@@ -135,27 +135,23 @@ def knee_ratios(found: dict[str, dict[str, Any]]) -> list[float]:
     would be a bound, not a measurement."""
     if "tcp" not in found or "libp2p" not in found:
         return []
-    ours, theirs = found["libp2p"], found["tcp"]
-    count = len(ours["knees"])
-    at_cap = [
-        a or b
-        for a, b in zip(
-            ours.get("capped_searches", [False] * count),
-            theirs.get("capped_searches", [False] * count),
-            strict=True,
-        )
-    ]
-    pairs = zip(ours["knees"], theirs["knees"], at_cap, strict=True)
-    return [round(libp2p / tcp, 3) for libp2p, tcp, capped in pairs if tcp and not capped]
+    knees = zip(found["libp2p"]["knees"], found["tcp"]["knees"], _at_cap(found), strict=True)
+    return [round(libp2p / tcp, 3) for libp2p, tcp, capped in knees if tcp and not capped]
 
 
-def capped_searches(found: dict[str, dict[str, Any]]) -> int:
+def searches_at_cap(found: dict[str, dict[str, Any]]) -> int:
     """Searches left out of the ratio because a knee there was the cap (0 without both
     transports: there is no ratio then)."""
     if "tcp" not in found or "libp2p" not in found:
         return 0
-    flags = [found[t].get("capped_searches", []) for t in ("tcp", "libp2p")]
-    return sum(any(column) for column in zip(*flags, strict=True))
+    return sum(_at_cap(found))
+
+
+def _at_cap(found: dict[str, dict[str, Any]]) -> list[bool]:
+    """Per search: TCP's or libp2p's knee there was the cap."""
+    count = len(found["tcp"]["knees"])
+    flags = [found[t].get("at_cap", [False] * count) for t in ("tcp", "libp2p")]
+    return [any(column) for column in zip(*flags, strict=True)]
 
 
 def _step_line(transport: str, step: dict[str, Any]) -> str:
@@ -228,7 +224,7 @@ def run_bench(s: BenchSettings, note: Note = log.info) -> dict[str, Any]:
         "ratio": round(statistics.median(ratios), 3) if ratios else None,
         "ratios": ratios,
         #: searches left out of the ratio: a knee there was the cap (`max_rate`)
-        "capped_searches": capped_searches(found),
+        "searches_at_cap": searches_at_cap(found),
         #: the ratio if the AEAD were libp2p's only extra cost (median over the searches)
         "aead_only_ratio": round(statistics.median(bounds), 3) if bounds else None,
         "cost": points,

@@ -125,9 +125,9 @@ def format_bench(b: dict[str, Any]) -> str:
                 f"  {kind:<8} x{f['passes']:<2} {f['implied_mb_s']:>9,.2f} MB/s of "
                 f"{f['ceiling_mb_s']:>9,} MB/s ({f['fraction']:.1%})"
             )
-    if b.get("capped_searches"):
+    if b.get("searches_at_cap"):
         lines.append(
-            f"libp2p knee / TCP knee: {b['capped_searches']} search(es) left out, a knee there "
+            f"libp2p knee / TCP knee: {b['searches_at_cap']} search(es) left out, a knee there "
             f"was the cap ({s.get('max_rate', 0):,} tx/s): raise --max-rate"
         )
     if b["ratio"] is not None:

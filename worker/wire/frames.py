@@ -109,8 +109,8 @@ class FrameBuffer:
     # -- input -------------------------------------------------------------------------
     def receive_data(self, data: bytes | bytearray | memoryview, *, frozen: bool = False) -> None:
         """Take bytes off the stream. A large payload keeps them by reference when they are
-        `bytes`, or when `frozen` says their memory never changes (a read-only view of
-        `bytes`, as our Yamux hands over): the payload is copied once, when whole."""
+        `bytes`, or when `frozen` says their memory never changes (the read-only views
+        our Yamux hands over): the payload is copied once, when whole."""
         if self._chunks is not None:
             n = self._size - self._have
             part = data if len(data) <= n else data[:n]

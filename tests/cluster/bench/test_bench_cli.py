@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cluster.bench.run import capped_searches, knee_ratios
+from cluster.bench.run import knee_ratios, searches_at_cap
 from cluster.cli.bench import format_bench
 
 
@@ -29,7 +29,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         "knees",
         "ratio",
         "ratios",
-        "capped_searches",
+        "searches_at_cap",
         "aead_only_ratio",
         "cost",
         "cost_growth",
@@ -45,7 +45,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert [p["authorities"] for p in bench["cost"]["tcp"]] == [4]
     assert {"cpu_s_per_mb", "cpu_ms_per_request"} <= set(bench["cost"]["tcp"][0])
     assert bench["ratio"] is None and bench["ratios"] == []  # one transport: no ratio
-    assert bench["capped_searches"] == 0 and "left out" not in proc.stdout
+    assert bench["searches_at_cap"] == 0 and "left out" not in proc.stdout
     assert bench["aead_only_ratio"] is None
     assert (proc.returncode == 0) == bench["ok"]
     assert "Knee tcp:" in proc.stdout and "Ceiling of this machine" in proc.stdout
@@ -108,12 +108,12 @@ def test_each_search_pairs_its_own_knees() -> None:
 
 def test_a_search_that_reached_the_cap_has_no_ratio_and_says_so() -> None:
     found = {
-        "tcp": {"knees": [256, 200, 210], "capped_searches": [True, False, False]},
-        "libp2p": {"knees": [200, 180, 210], "capped_searches": [False, False, True]},
+        "tcp": {"knees": [256, 200, 210], "at_cap": [True, False, False]},
+        "libp2p": {"knees": [200, 180, 210], "at_cap": [False, False, True]},
     }
     assert knee_ratios(found) == [0.9]  # the cap is no knee: those ratios would be bounds
-    assert capped_searches(found) == 2
-    bench = fed() | {"capped_searches": 2}
+    assert searches_at_cap(found) == 2
+    bench = fed() | {"searches_at_cap": 2}
     bench["settings"]["max_rate"] = 256_000
     assert "2 search(es) left out, a knee there was the cap (256,000 tx/s)" in format_bench(bench)
 

@@ -73,7 +73,7 @@ class FrameReader:
         self._chunk = chunk
         # our Yamux hands over what it holds as is (it is bounded by its window already)
         self._lean = lean_stream(stream) if chunk >= READ_CHUNK else None
-        #: `bytes`, or read-only views of `bytes` (our Yamux's)
+        #: `bytes`, or read-only views of memory that never changes (our Yamux's)
         self._pending: deque[Buffer] = deque()
 
     async def read_frame(self) -> Frame | None:

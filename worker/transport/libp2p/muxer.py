@@ -410,8 +410,8 @@ class LeanStream(IMuxedStream):
 
     async def read_chunks(self, at_least: int = 1) -> list[Buffer]:
         """Everything unread, as the chunks it arrived in (no copy: `bytes` or read-only
-        views of `bytes`), once there are
-        `at_least` bytes (or the stream ended: then whatever is left, maybe nothing).
+        views of memory that never changes), once there are `at_least` bytes (or the
+        stream ended: then whatever is left, maybe nothing).
         Never more than half the window is waited for: the peer can only send more once
         we have read that much (it then gets its window update)."""
         self._want = max(1, min(at_least, self.muxed_conn._session.window // 2))

@@ -77,7 +77,7 @@ class StreamState:
     id: int
     send_window: int = INITIAL_WINDOW  # what the peer still lets us send
     recv_credit: int = INITIAL_WINDOW  # what the peer may still send us
-    #: received, not yet read: `bytes`, or views of `bytes` (large bodies: see `_receive`)
+    #: received, not yet read: `bytes`, or read-only views (large bodies: see `_receive`)
     chunks: deque[Buffer] = field(default_factory=deque)
     buffered: int = 0  # their total size
     unreleased: int = 0  # read but not yet given back to the peer as window
@@ -252,7 +252,7 @@ class YamuxSession:
 
     def read_chunks(self, stream: StreamState) -> list[Buffer]:
         """Every unread chunk as it arrived (no copy: `bytes`, or read-only views of
-        `bytes`); [] when none."""
+        memory that never changes); [] when none."""
         chunks = list(stream.chunks)
         stream.chunks.clear()
         self._consumed(stream, sum(len(c) for c in chunks))
