@@ -105,8 +105,7 @@ def knees(s: BenchSettings, note: Note) -> dict[str, dict[str, Any]]:
     knee hangs on single steps near the edge, where one p99 spike decides: two
     searches in a row on this VM found TCP knees of 178,000 and 220,000 tx/s."""
     found: dict[str, dict[str, Any]] = {
-        t: {"knee_tx_s": 0, "knees": [], "capped": True, "at_cap": [], "steps": []}
-        for t in s.transports
+        t: {"knee_tx_s": 0, "knees": [], "at_cap": [], "steps": []} for t in s.transports
     }
     for number in range(1, s.searches + 1):
         if s.searches > 1:
@@ -123,9 +122,9 @@ def knees(s: BenchSettings, note: Note) -> dict[str, dict[str, Any]]:
             f = found[transport]
             f["knees"].append(search.knee)
             f["at_cap"].append(search.capped)
-            f["capped"] = f["capped"] and search.capped
     for f in found.values():
         f["knee_tx_s"] = statistics.median_low(f["knees"])
+        f["capped"] = all(f["at_cap"])  # every search held every rate up to the cap
     return found
 
 
