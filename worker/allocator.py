@@ -6,6 +6,10 @@ allocates and frees a 64 KiB AEAD output per Noise message and a 500 KB buffer p
 so each of those faulted in new zeroed pages: measured here, that doubled what
 ChaCha20-Poly1305 costs per message (274 vs 138 us per 500 KB). Fixed thresholds keep
 up to TRIM_THRESHOLD of freed memory for the next allocation instead.
+
+`uninitialized(n)` is a bytearray whose bytes are not zeroed first, for a buffer that is
+written whole before anything reads it (a decryption's output): `bytearray(n)` writes
+every byte twice, and in a busy worker that first pass goes to memory out of cache.
 """
 
 from __future__ import annotations
@@ -42,6 +46,22 @@ def keep_freed_memory() -> bool:
         if not _tuned:
             log.debug("malloc thresholds left as they are (no glibc mallopt)")
     return _tuned
+
+
+def _bytearray_of_size() -> Callable[[int], bytearray]:
+    """CPython's PyByteArray_FromStringAndSize(NULL, n): n bytes, not zeroed."""
+    try:
+        make = ctypes.pythonapi.PyByteArray_FromStringAndSize
+    except AttributeError:  # not CPython
+        return bytearray
+    make.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+    make.restype = ctypes.py_object
+    return lambda n: make(None, n)  # type: ignore[no-any-return]
+
+
+#: `uninitialized(n)`: a bytearray of n bytes whose contents are whatever the memory held;
+#: write every byte before reading any, and never hand out bytes not written.
+uninitialized: Callable[[int], bytearray] = _bytearray_of_size()
 
 
 def _mallopt() -> Callable[[int, int], int] | None:

@@ -70,6 +70,10 @@ from worker.vectored import write_vectored
 
 log = logging.getLogger(__name__)
 READ_SIZE = 256 * 1024
+#: After a read at least this large, read again before waiting: more is likely queued
+#: (a large message is on its way), and a wait costs an epoll registration and a trip
+#: through trio's scheduler where a read that finds nothing costs one syscall.
+EAGER_READ = 16 * 1024
 #: A large write is sealed and sent this much at a time, so that the peer decrypts the
 #: first part while we encrypt the next (the two ends overlap their crypto).
 SEND_BATCH = 128 * 1024
@@ -191,26 +195,30 @@ class LeanYamux(IMuxedConn):
         try:
             if self._leftover:
                 self._deliver(self._session.receive_data(self._leftover))
-            opener, session, data = self._opener, self._session, b""
+            opener, session, got = self._opener, self._session, 0
+            # one read buffer for the connection's life, warm in cache: the openers copy
+            # out what they keep (decrypted messages, the start of a partial one)
+            buffer = bytearray(READ_SIZE)
+            view = memoryview(buffer)
             while True:
                 sock = self._socket.socket
                 if sock.fileno() < 0:  # closed (by `_shutdown`) since the last read
                     break
-                # Wait first unless the last read filled the buffer (then more is likely
-                # there): a read that would block costs a syscall, and trio's stream
-                # wrappers a dozen Python calls, per message.
-                if len(data) < READ_SIZE:
+                # Wait first after a small read (acks, small messages: a read that would
+                # block costs a syscall and an exception per message); read again first
+                # after a large one (EAGER_READ).
+                if got < EAGER_READ:
                     await trio.lowlevel.wait_readable(sock)
                 else:
                     await trio.lowlevel.checkpoint()
                 try:
-                    data = os.read(sock.fileno(), READ_SIZE)
+                    got = os.readv(sock.fileno(), (buffer,))
                 except BlockingIOError:
-                    data = b""
+                    got = 0
                     continue
-                if not data:  # the peer closed the connection
+                if not got:  # the peer closed the connection
                     break
-                self._deliver(session.receive_messages(opener.open(data)))
+                self._deliver(session.receive_messages(opener.open(view[:got])))
                 if session.has_data_to_send:
                     self._flush_wanted.set()
                 if opener.closed:  # TLS close_notify: the peer sends nothing more

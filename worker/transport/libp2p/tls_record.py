@@ -22,7 +22,10 @@ a copy in and out of its memory BIO per record (docs/libp2p-protocol.md, Measure
 
 from __future__ import annotations
 
+import functools
+import operator
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
+from worker.allocator import uninitialized
 from worker.errors import Refused
 
 TAG_SIZE = 16
@@ -110,50 +114,95 @@ class TlsSealer(_Direction):
 
     def seal(self, segments: list[Buffer]) -> list[bytearray]:
         """The concatenation of `segments` as consecutive full records, in one buffer."""
-        records = _cut(segments)
+        contents = _contents(segments)
+        count = len(contents)
         sequence = self.sequence
-        if sequence + len(records) >= MAX_SEQUENCE:
+        if sequence + count >= MAX_SEQUENCE:
             raise OverflowError("TLS sequence numbers exhausted")
-        self.sequence = sequence + len(records)
+        self.sequence = sequence + count
         # the layout, joined in one pass (one copy of the plaintext, no zero fill):
         # header, content, then the inner type byte and room for the tag
-        pack, room = HEADER.pack, TRAILER
-        sizes = [sum(len(p) for p in pieces) + 1 + TAG_SIZE for pieces in records]
-        headers = [pack(APPLICATION_DATA, 0x0303, size) for size in sizes]
-        layout = zip(headers, records, strict=True)
-        out = bytearray().join([x for header, pieces in layout for x in (header, *pieces, room)])
+        last = len(contents[-1])
+        headers = [FULL_HEADER] * (count - 1)
+        headers.append(HEADER.pack(APPLICATION_DATA, 0x0303, last + 1 + TAG_SIZE))
+        parts = [TRAILER] * (3 * count)
+        parts[0::3] = headers
+        parts[1::3] = contents
+        out = bytearray().join(parts)
+        # each record's AEAD in place (output and input start at the same byte), driven
+        # from C (map): no Python bytecode per record
         view = memoryview(out)
-        # each record's AEAD in place: output and input start at the same byte
-        encrypt_into, iv = self.aead.encrypt_into, self.iv
-        body = HEADER_SIZE
-        for header, size in zip(headers, sizes, strict=True):
-            end = body + size
-            nonce = (iv ^ sequence).to_bytes(12, "big")
-            encrypt_into(nonce, view[body : end - TAG_SIZE], header, view[body:end])
-            sequence += 1
-            body = end + HEADER_SIZE
+        plain, sealed = _record_slices(count - 1)
+        body = HEADER_SIZE + (count - 1) * FULL_RECORD
+        plain.append(slice(body, body + last + 1))
+        sealed.append(slice(body, body + last + 1 + TAG_SIZE))
+        nonces = map(_NONCE, map(self.iv.__xor__, range(sequence, sequence + count)))
+        at = view.__getitem__
+        _drain(map(self.aead.encrypt_into, nonces, map(at, plain), headers, map(at, sealed)))
         return [out]
 
 
-def _cut(segments: list[Buffer]) -> list[list[Buffer]]:
-    """The pieces of each record's content, in order (views, no copy): MAX_PLAINTEXT
-    bytes each but the last; one empty record for no bytes at all."""
+#: one full record on the wire: header, content, inner type byte, tag
+FULL_RECORD = HEADER_SIZE + MAX_PLAINTEXT + 1 + TAG_SIZE
+FULL_HEADER = HEADER.pack(APPLICATION_DATA, 0x0303, MAX_PLAINTEXT + 1 + TAG_SIZE)
+_NONCE = operator.methodcaller("to_bytes", 12, "big")
+#: consume an iterator in C
+_drain = functools.partial(deque, maxlen=0)
+#: the slices of the first full records of a sealed buffer (plaintext, then sealed), and
+#: of the first records' contents of one payload: 64 records (1 MiB) cover most writes
+_PLAIN = [
+    slice(HEADER_SIZE + i * FULL_RECORD, HEADER_SIZE + i * FULL_RECORD + MAX_PLAINTEXT + 1)
+    for i in range(64)
+]
+_SEALED = [slice(s.start, s.stop + TAG_SIZE) for s in _PLAIN]
+_CONTENT = [slice(i * MAX_PLAINTEXT, (i + 1) * MAX_PLAINTEXT) for i in range(64)]
+
+
+def _record_slices(count: int) -> tuple[list[slice], list[slice]]:
+    """The plaintext and sealed slices of the first `count` full records (new lists)."""
+    if count <= len(_PLAIN):
+        return _PLAIN[:count], _SEALED[:count]
+    plain = [
+        slice(HEADER_SIZE + i * FULL_RECORD, HEADER_SIZE + i * FULL_RECORD + MAX_PLAINTEXT + 1)
+        for i in range(count)
+    ]
+    return plain, [slice(s.start, s.stop + TAG_SIZE) for s in plain]
+
+
+def _contents(segments: list[Buffer]) -> list[Buffer]:
+    """Each record's content, in order: MAX_PLAINTEXT bytes each but the last (views of
+    `segments`, no copy, but for a record that spans segments: those few are joined);
+    one empty record for no bytes at all."""
     if len(segments) == 1:  # the usual case: a part of one large payload
         whole = memoryview(segments[0])
-        return [[whole[i : i + MAX_PLAINTEXT]] for i in range(0, len(whole), MAX_PLAINTEXT)] or [[]]
-    records: list[list[Buffer]] = [[]]
+        if len(whole) <= MAX_PLAINTEXT:
+            return [whole]
+        count = -(-len(whole) // MAX_PLAINTEXT)
+        if count <= len(_CONTENT):
+            return list(map(whole.__getitem__, _CONTENT[:count]))
+        return [whole[i : i + MAX_PLAINTEXT] for i in range(0, len(whole), MAX_PLAINTEXT)]
+    out: list[Buffer] = []
+    carry: list[Buffer] = []  # the pieces of a record not full yet
     room = MAX_PLAINTEXT
     for segment in segments:
-        source, taken, length = memoryview(segment), 0, len(segment)
-        while taken < length:
-            if not room:
-                records.append([])
-                room = MAX_PLAINTEXT
-            n = min(room, length - taken)
-            records[-1].append(source[taken : taken + n])
-            taken += n
-            room -= n
-    return records
+        view = memoryview(segment)
+        length, start = len(view), 0
+        if carry:
+            start = min(room, length)
+            carry.append(view[:start])
+            room -= start
+            if room:
+                continue
+            out.append(b"".join(carry))
+            carry, room = [], MAX_PLAINTEXT
+        full = start + (length - start) // MAX_PLAINTEXT * MAX_PLAINTEXT
+        out.extend([view[i : i + MAX_PLAINTEXT] for i in range(start, full, MAX_PLAINTEXT)])
+        if full < length:
+            carry = [view[full:]]
+            room = MAX_PLAINTEXT - (length - full)
+    if carry:
+        out.append(carry[0] if len(carry) == 1 else b"".join(carry))
+    return out or [b""]
 
 
 class TlsOpener(_Direction):
@@ -191,7 +240,8 @@ class TlsOpener(_Direction):
             self._partial = bytes(view[pos:])
         if not records or self.closed:
             return []
-        out = bytearray(sum(size for _, _, size in records) - TAG_SIZE * len(records))
+        # not zeroed: the decryptions write every byte kept (everything past `filled` is cut)
+        out = uninitialized(sum(size for _, _, size in records) - TAG_SIZE * len(records))
         target = memoryview(out)
         filled = 0
         decrypt_into, iv = self.aead.decrypt_into, self.iv

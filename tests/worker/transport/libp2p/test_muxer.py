@@ -174,6 +174,8 @@ class _StuckSocket:
     def __init__(self, inner: object) -> None:
         self._inner = inner
         self._silent = socket.socketpair()
+        for end in self._silent:  # as a trio socket's: a read that finds nothing returns
+            end.setblocking(False)
 
     def fileno(self) -> int:
         return self._silent[0].fileno()
