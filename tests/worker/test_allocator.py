@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from worker import allocator
-from worker.allocator import keep_freed_memory
+from worker.allocator import keep_freed_memory, uninitialized
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 
@@ -55,3 +55,13 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again() -> None:
     fresh_each_time = 200 * 8 * 65_535 // 4096
     assert _page_faults("default") > fresh_each_time // 2  # what glibc does untuned
     assert _page_faults("tuned") < fresh_each_time // 20
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 1 << 17])
+def test_an_uninitialized_buffer_is_a_writable_bytearray_of_its_size(size: int) -> None:
+    buffer = uninitialized(size)
+    assert type(buffer) is bytearray and len(buffer) == size
+    buffer[:] = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    assert buffer == bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    del buffer[size // 2 :]  # a bytearray like any other: it shrinks (the opener cuts it)
+    assert len(buffer) == size // 2
