@@ -280,3 +280,40 @@ def test_how_a_write_is_cut_into_segments_does_not_change_the_wire() -> None:
     empty, opener = _pair()
     assert opener.open(bytes(empty.seal([b"", b""])[0])) == []  # one record, no content
     assert empty.sequence == 1
+
+
+@pytest.mark.parametrize("odd_one", [0, 1, 2, 4, 5])
+@pytest.mark.parametrize("kind", [23, 22])
+def test_a_full_size_record_that_is_not_plain_data_among_full_ones(odd_one: int, kind: int) -> None:
+    """Among full-size records back to back, one padded to full size, or a handshake
+    message of that size, is read as what it is, wherever it sits and however the
+    bytes arrive."""
+    sealer, opener = _pair()
+    rng = random.Random(odd_one * 100 + kind)
+    contents = [rng.randbytes(MAX_PLAINTEXT) for _ in range(6)]
+    wire, expected = b"", b""
+    for i, content in enumerate(contents):
+        if i != odd_one:
+            wire += _inner_record(sealer, content, 23)
+            expected += content
+        elif kind == 23:  # padded to full size: less content, same record size
+            wire += _inner_record(sealer, content[:-100], 23, padding=100)
+            expected += content[:-100]
+        else:  # a NewSessionTicket of full size (skipped)
+            ticket = bytes([4]) + (MAX_PLAINTEXT - 4).to_bytes(3, "big")
+            wire += _inner_record(sealer, ticket + bytes(MAX_PLAINTEXT - 4), 22)
+    assert len(wire) == 6 * (HEADER_SIZE + MAX_PLAINTEXT + 1 + TAG_SIZE)
+    for chunks in ([wire], _split(wire, rng)):
+        _, opener = _pair()
+        assert b"".join(b"".join(opener.open(chunk)) for chunk in chunks) == expected
+        assert opener.sequence == 6 and opener.pending == 0
+
+
+@pytest.mark.parametrize("forged", [0, 1, 3])
+def test_a_forged_record_among_full_ones_is_refused(forged: int) -> None:
+    sealer, opener = _pair()
+    wire = bytearray(sealer.seal([bytes(4 * MAX_PLAINTEXT)])[0])
+    wire[forged * (HEADER_SIZE + MAX_PLAINTEXT + 1 + TAG_SIZE) + HEADER_SIZE + 99] ^= 1
+    with pytest.raises(TlsRecordError) as info:
+        opener.open(bytes(wire))
+    assert info.value.reason == "tls_invalid_record"
