@@ -148,12 +148,20 @@ FULL_HEADER = HEADER.pack(APPLICATION_DATA, 0x0303, MAX_PLAINTEXT + 1 + TAG_SIZE
 _NONCE = operator.methodcaller("to_bytes", 12, "big")
 #: consume an iterator in C
 _drain = functools.partial(deque, maxlen=0)
+
+
+def _plain_slices(count: int) -> list[slice]:
+    """Where the plaintext (content and inner type byte) of each of the first `count`
+    full records of a sealed buffer lies."""
+    return [
+        slice(HEADER_SIZE + i * FULL_RECORD, HEADER_SIZE + i * FULL_RECORD + MAX_PLAINTEXT + 1)
+        for i in range(count)
+    ]
+
+
 #: the slices of the first full records of a sealed buffer (plaintext, then sealed), and
 #: of the first records' contents of one payload: 64 records (1 MiB) cover most writes
-_PLAIN = [
-    slice(HEADER_SIZE + i * FULL_RECORD, HEADER_SIZE + i * FULL_RECORD + MAX_PLAINTEXT + 1)
-    for i in range(64)
-]
+_PLAIN = _plain_slices(64)
 _SEALED = [slice(s.start, s.stop + TAG_SIZE) for s in _PLAIN]
 _CONTENT = [slice(i * MAX_PLAINTEXT, (i + 1) * MAX_PLAINTEXT) for i in range(64)]
 
@@ -162,10 +170,7 @@ def _record_slices(count: int) -> tuple[list[slice], list[slice]]:
     """The plaintext and sealed slices of the first `count` full records (new lists)."""
     if count <= len(_PLAIN):
         return _PLAIN[:count], _SEALED[:count]
-    plain = [
-        slice(HEADER_SIZE + i * FULL_RECORD, HEADER_SIZE + i * FULL_RECORD + MAX_PLAINTEXT + 1)
-        for i in range(count)
-    ]
+    plain = _plain_slices(count)
     return plain, [slice(s.start, s.stop + TAG_SIZE) for s in plain]
 
 
