@@ -150,28 +150,27 @@ _NONCE = operator.methodcaller("to_bytes", 12, "big")
 _drain = functools.partial(deque, maxlen=0)
 
 
-def _plain_slices(count: int) -> list[slice]:
-    """Where the plaintext (content and inner type byte) of each of the first `count`
-    full records of a sealed buffer lies."""
-    return [
-        slice(HEADER_SIZE + i * FULL_RECORD, HEADER_SIZE + i * FULL_RECORD + MAX_PLAINTEXT + 1)
-        for i in range(count)
-    ]
-
-
 #: the slices of the first full records of a sealed buffer (plaintext, then sealed), and
-#: of the first records' contents of one payload: 64 records (1 MiB) cover most writes
-_PLAIN = _plain_slices(64)
-_SEALED = [slice(s.start, s.stop + TAG_SIZE) for s in _PLAIN]
-_CONTENT = [slice(i * MAX_PLAINTEXT, (i + 1) * MAX_PLAINTEXT) for i in range(64)]
+#: of the first records' contents of one payload; grown to the longest write seen
+_PLAIN: list[slice] = []
+_SEALED: list[slice] = []
+_CONTENT: list[slice] = []
 
 
 def _record_slices(count: int) -> tuple[list[slice], list[slice]]:
     """The plaintext and sealed slices of the first `count` full records (new lists)."""
-    if count <= len(_PLAIN):
-        return _PLAIN[:count], _SEALED[:count]
-    plain = _plain_slices(count)
-    return plain, [slice(s.start, s.stop + TAG_SIZE) for s in plain]
+    for i in range(len(_PLAIN), count):
+        start = HEADER_SIZE + i * FULL_RECORD
+        _PLAIN.append(slice(start, start + MAX_PLAINTEXT + 1))
+        _SEALED.append(slice(start, start + MAX_PLAINTEXT + 1 + TAG_SIZE))
+    return _PLAIN[:count], _SEALED[:count]
+
+
+def _content_slices(count: int) -> list[slice]:
+    """The slices of the first `count` records' contents of one payload (a new list)."""
+    for i in range(len(_CONTENT), count):
+        _CONTENT.append(slice(i * MAX_PLAINTEXT, (i + 1) * MAX_PLAINTEXT))
+    return _CONTENT[:count]
 
 
 def _contents(segments: list[Buffer]) -> list[Buffer]:
@@ -182,10 +181,7 @@ def _contents(segments: list[Buffer]) -> list[Buffer]:
         whole = memoryview(segments[0])
         if len(whole) <= MAX_PLAINTEXT:
             return [whole]
-        count = -(-len(whole) // MAX_PLAINTEXT)
-        if count <= len(_CONTENT):
-            return list(map(whole.__getitem__, _CONTENT[:count]))
-        return [whole[i : i + MAX_PLAINTEXT] for i in range(0, len(whole), MAX_PLAINTEXT)]
+        return list(map(whole.__getitem__, _content_slices(-(-len(whole) // MAX_PLAINTEXT))))
     out: list[Buffer] = []
     carry: list[Buffer] = []  # the pieces of a record not full yet
     room = MAX_PLAINTEXT

@@ -30,7 +30,7 @@ from worker.transport.libp2p.tls_record import (
     TlsSealer,
 )
 
-#: the last one is more records than the sealer's precomputed slices cover (64)
+#: the last one grows the sealer's cached slices (after 600,000 bytes' worth)
 SIZES = [0, 1, 1_000, MAX_PLAINTEXT, MAX_PLAINTEXT + 1, 600_000, 1_100_000]
 
 
