@@ -289,7 +289,7 @@ def test_a_full_size_record_that_is_not_plain_data_among_full_ones(odd_one: int,
     """Among full-size records back to back, one padded to full size, or a handshake
     message of that size, is read as what it is, wherever it sits and however the
     bytes arrive."""
-    sealer, opener = _pair()
+    sealer, _ = _pair()
     rng = random.Random(odd_one * 100 + kind)
     contents = [rng.randbytes(MAX_PLAINTEXT) for _ in range(6)]
     wire, expected = b"", b""
